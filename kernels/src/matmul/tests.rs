@@ -1,0 +1,169 @@
+use super::*;
+use crate::bf16::f32_to_bf16;
+use crate::test_util::Rng;
+
+/// All backends available on this machine (the scalar one always is).
+fn backends() -> Vec<Backend> {
+    let mut b = vec![Backend::Scalar];
+    let detected = Backend::detect();
+    if detected != Backend::Scalar {
+        b.push(detected);
+    }
+    b
+}
+
+struct Case {
+    x: Vec<f32>,
+    w_bf16: Vec<u16>,
+    w_f32: Vec<f32>,
+}
+
+fn case(rng: &mut Rng, rows: usize, in_dim: usize, out_dim: usize) -> Case {
+    let x = rng.vec_f32(rows * in_dim);
+    let w_f32 = rng.vec_f32(out_dim * in_dim);
+    let w_bf16 = w_f32.iter().map(|&v| f32_to_bf16(v)).collect();
+    Case { x, w_bf16, w_f32 }
+}
+
+/// Checks `y` against the f64 reference with a tolerance relative to `sum_i |x_i w_i|` (the dot's condition).
+fn check_close(y: &[f32], c: &Case, w: WeightsRef<'_>, rows: usize, in_dim: usize, out_dim: usize, what: &str) {
+    let mut want = vec![0.0f32; rows * out_dim];
+    matmul_ref(&c.x, rows, in_dim, w, out_dim, &mut want);
+    for s in 0..rows {
+        for o in 0..out_dim {
+            let w_at = |i: usize| match w {
+                WeightsRef::Bf16(w) => w[o * in_dim + i].to_f32(),
+                WeightsRef::F32(w) => w[o * in_dim + i],
+            };
+            let mag: f64 = (0..in_dim).map(|i| (c.x[s * in_dim + i] as f64 * w_at(i) as f64).abs()).sum();
+            let (got, exp) = (y[s * out_dim + o] as f64, want[s * out_dim + o] as f64);
+            assert!(
+                (got - exp).abs() <= 1e-5 * mag + 1e-30,
+                "{what}: rows={rows} in={in_dim} out={out_dim} s={s} o={o}: {got} vs {exp} (mag {mag})"
+            );
+        }
+    }
+}
+
+#[test]
+fn matches_reference_on_odd_shapes() {
+    let mut rng = Rng::new(42);
+    for &in_dim in &[1usize, 7, 33, 128, 515] {
+        for &out_dim in &[1usize, 3, 64, 129] {
+            for &rows in &[1usize, 2, 5, 8, 37] {
+                let c = case(&mut rng, rows, in_dim, out_dim);
+                for backend in backends() {
+                    for w in [WeightsRef::Bf16(&c.w_bf16), WeightsRef::F32(&c.w_f32)] {
+                        let mut y = vec![f32::NAN; rows * out_dim];
+                        matmul_with(backend, &c.x, rows, in_dim, w, out_dim, &mut y);
+                        check_close(&y, &c, w, rows, in_dim, out_dim, &format!("{backend:?}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn public_entry_point_matches_reference() {
+    let mut rng = Rng::new(43);
+    let (rows, in_dim, out_dim) = (70, 300, 45);
+    let c = case(&mut rng, rows, in_dim, out_dim);
+    let w = WeightsRef::Bf16(&c.w_bf16);
+    let mut y = vec![f32::NAN; rows * out_dim];
+    matmul(&c.x, rows, in_dim, w, out_dim, &mut y);
+    check_close(&y, &c, w, rows, in_dim, out_dim, "matmul");
+}
+
+/// Runs `f` on a fresh rayon pool with `threads` threads.
+fn on_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn batch_and_single_rows_are_bit_identical() {
+    let mut rng = Rng::new(9);
+    // 150 rows spans several prefill row blocks; 1043 = 4 full i-blocks plus an 8-chunk and a 3-element tail.
+    let rows = 150;
+    for &(in_dim, out_dim) in &[(1043usize, 129usize), (515, 67), (16, 5)] {
+        let c = case(&mut rng, rows, in_dim, out_dim);
+        for backend in backends() {
+            for w in [WeightsRef::Bf16(&c.w_bf16), WeightsRef::F32(&c.w_f32)] {
+                let run = |threads: usize, s0: usize, n: usize| {
+                    on_pool(threads, || {
+                        let mut y = vec![f32::NAN; n * out_dim];
+                        matmul_with(backend, &c.x[s0 * in_dim..(s0 + n) * in_dim], n, in_dim, w, out_dim, &mut y);
+                        bits(&y)
+                    })
+                };
+                let full = run(2, 0, rows);
+                let row = |s: usize| &full[s * out_dim..(s + 1) * out_dim];
+                // Every row alone, and the whole batch on other pool sizes.
+                for s in 0..rows {
+                    assert_eq!(run(1, s, 1), row(s), "{backend:?} single row {s}");
+                }
+                for threads in [1, 3, 4] {
+                    assert_eq!(run(threads, 0, rows), full, "{backend:?} {threads} threads");
+                }
+                // Sub-batches at various offsets and sizes (decode and prefill schedules).
+                for &(s0, n) in &[(0, 8), (5, 8), (3, 2), (17, 5), (40, 37), (1, 9), (10, 100), (7, 64), (0, 65)] {
+                    for threads in [1, 2] {
+                        let got = run(threads, s0, n);
+                        assert_eq!(got, full[s0 * out_dim..(s0 + n) * out_dim], "{backend:?} rows {s0}..+{n}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scalar_and_simd_agree_closely() {
+    // Different backends may differ (fused vs separate multiply-add), but only in rounding.
+    let mut rng = Rng::new(10);
+    let (rows, in_dim, out_dim) = (9, 1000, 33);
+    let c = case(&mut rng, rows, in_dim, out_dim);
+    let w = WeightsRef::Bf16(&c.w_bf16);
+    for backend in backends() {
+        let mut y = vec![0.0; rows * out_dim];
+        matmul_with(backend, &c.x, rows, in_dim, w, out_dim, &mut y);
+        check_close(&y, &c, w, rows, in_dim, out_dim, &format!("{backend:?}"));
+    }
+}
+
+#[test]
+fn degenerate_shapes() {
+    // rows = 0: no-op.
+    let mut y: Vec<f32> = vec![];
+    matmul(&[], 0, 4, WeightsRef::F32(&[1.0; 12]), 3, &mut y);
+    // out_dim = 0.
+    matmul(&[1.0; 8], 2, 4, WeightsRef::Bf16(&[]), 0, &mut y);
+    // in_dim = 0: empty sums are zero and y is overwritten.
+    let mut y = vec![f32::NAN; 6];
+    matmul(&[], 2, 0, WeightsRef::F32(&[]), 3, &mut y);
+    assert_eq!(y, vec![0.0; 6]);
+    // A hand-checked product.
+    let x = [1.0, 2.0, 3.0, -1.0, 0.5, 2.0];
+    let w = [1.0, 0.0, 1.0, 2.0, 2.0, 2.0];
+    let mut y = vec![0.0; 4];
+    matmul(&x, 2, 3, WeightsRef::F32(&w), 2, &mut y);
+    assert_eq!(y, vec![4.0, 12.0, 1.0, 3.0]);
+}
+
+#[test]
+#[should_panic(expected = "w must be")]
+fn inconsistent_weight_length_panics() {
+    let mut y = vec![0.0; 2];
+    matmul(&[0.0; 4], 1, 4, WeightsRef::F32(&[0.0; 7]), 2, &mut y);
+}
+
+#[test]
+#[should_panic(expected = "y must be")]
+fn inconsistent_output_length_panics() {
+    let mut y = vec![0.0; 3];
+    matmul(&[0.0; 4], 1, 4, WeightsRef::Bf16(&[0; 8]), 2, &mut y);
+}

@@ -1,0 +1,262 @@
+//! Weight matrices as the CPU forward pass consumes them, and their loading from any of the
+//! checkpoint formats (BF16, F32, FP8 E4M3 with E8M0 128x128 block scales, FP4 E2M1 with
+//! E8M0 per-32 scales).
+//!
+//! BF16 tensors stay in the memory map. FP8 and FP4 are dequantized once at load into BF16,
+//! which is lossless: an E4M3 value times a power of two has at most 4 significant bits and
+//! an E2M1 value 2, both far inside BF16's 8.
+
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use safetensors::Dtype;
+use v4_kernels::bf16::{bf16_to_f32, f32_to_bf16};
+use v4_kernels::matmul::{WeightsRef, matmul};
+use v4_kernels::quant::{dequant_fp4_groups, dequant_fp8_blocks};
+
+use crate::loader::{Checkpoint, LoadError, TensorView};
+
+/// Row-major BF16 storage: borrowed from the checkpoint mapping or owned.
+pub enum Bf16Data {
+    Mapped { map: Arc<Mmap>, offset: usize, len: usize },
+    Owned(Vec<u16>),
+}
+
+impl Bf16Data {
+    pub fn as_slice(&self) -> &[u16] {
+        match self {
+            Bf16Data::Mapped { map, offset, len } => {
+                let bytes = &map[*offset..*offset + *len * 2];
+                // SAFETY: `from_view` only builds `Mapped` when the data is 2-aligned; u16 has
+                // no invalid bit patterns; the host is little-endian (checked at compile time).
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u16, *len) }
+            }
+            Bf16Data::Owned(v) => v,
+        }
+    }
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the CPU engine reads safetensors data in place and needs a little-endian host");
+
+/// A `[rows, cols]` weight matrix (`rows` = output features, `cols` = input features).
+pub struct Weight {
+    pub rows: usize,
+    pub cols: usize,
+    data: WeightData,
+}
+
+enum WeightData {
+    Bf16(Bf16Data),
+    F32(Vec<f32>),
+}
+
+impl Weight {
+    pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), rows * cols);
+        Self { rows, cols, data: WeightData::F32(data) }
+    }
+
+    pub fn kernel_ref(&self) -> WeightsRef<'_> {
+        match &self.data {
+            WeightData::Bf16(d) => WeightsRef::Bf16(d.as_slice()),
+            WeightData::F32(d) => WeightsRef::F32(d),
+        }
+    }
+
+    /// Bytes read by one pass over the matrix (what a decode step streams from memory).
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            WeightData::Bf16(_) => self.rows * self.cols * 2,
+            WeightData::F32(_) => self.rows * self.cols * 4,
+        }
+    }
+
+    /// `y[r, :] = W · x[r, :]` for `rows_in` input rows of width `cols`.
+    pub fn forward(&self, x: &[f32], rows_in: usize) -> Vec<f32> {
+        let mut y = vec![0f32; rows_in * self.rows];
+        self.forward_into(x, rows_in, &mut y);
+        y
+    }
+
+    pub fn forward_into(&self, x: &[f32], rows_in: usize, y: &mut [f32]) {
+        matmul(x, rows_in, self.cols, self.kernel_ref(), self.rows, y);
+    }
+
+    /// A sub-matrix of rows `[r0, r0 + n)` as an f32 copy (used for the grouped `wo_a`).
+    pub fn row_block(&self, r0: usize, n: usize) -> Weight {
+        let c = self.cols;
+        let data = match &self.data {
+            WeightData::Bf16(d) => WeightData::Bf16(Bf16Data::Owned(
+                d.as_slice()[r0 * c..(r0 + n) * c].to_vec(),
+            )),
+            WeightData::F32(d) => WeightData::F32(d[r0 * c..(r0 + n) * c].to_vec()),
+        };
+        Weight { rows: n, cols: c, data }
+    }
+
+    /// One row as f32 (embedding lookup).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let c = self.cols;
+        match &self.data {
+            WeightData::Bf16(d) => {
+                for (o, &b) in out.iter_mut().zip(&d.as_slice()[r * c..(r + 1) * c]) {
+                    *o = bf16_to_f32(b);
+                }
+            }
+            WeightData::F32(d) => out.copy_from_slice(&d[r * c..(r + 1) * c]),
+        }
+    }
+}
+
+/// Loads weights by official name from a checkpoint, checking dtype and shape.
+pub struct WeightLoader<'a> {
+    pub ckpt: &'a Checkpoint,
+    /// FP8 block size `(rows, cols)` from `quantization_config.weight_block_size`.
+    pub fp8_block: (usize, usize),
+}
+
+impl<'a> WeightLoader<'a> {
+    /// A linear weight `name` (e.g. `layers.0.attn.wq_a.weight`) of shape `[rows, cols]`, in
+    /// BF16, F32, FP8 (+ `.scale`) or FP4-packed I8 (+ `.scale`) form.
+    pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, LoadError> {
+        let t = self.ckpt.get(name)?;
+        match t.dtype {
+            Dtype::BF16 => {
+                t.expect_shape(&[rows, cols])?;
+                Ok(Weight { rows, cols, data: WeightData::Bf16(bf16_from_view(&t)) })
+            }
+            Dtype::F32 => {
+                t.expect_shape(&[rows, cols])?;
+                Ok(Weight::from_f32(rows, cols, f32_from_bytes(t.bytes)))
+            }
+            Dtype::F8_E4M3 => {
+                t.expect_shape(&[rows, cols])?;
+                let (br, bc) = self.fp8_block;
+                let scale = self.scale_for(name, &[rows.div_ceil(br), cols.div_ceil(bc)])?;
+                if br != bc {
+                    return Err(t_value(&t, "non-square FP8 blocks are not supported"));
+                }
+                let mut f = vec![0f32; rows * cols];
+                dequant_fp8_blocks(t.bytes, scale.bytes, rows, cols, br, &mut f);
+                check_finite(&t, &f)?;
+                Ok(Weight { rows, cols, data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))) })
+            }
+            Dtype::I8 | Dtype::U8 => {
+                // FP4 E2M1, two per byte along the input dimension, low nibble first.
+                if cols % 32 != 0 {
+                    return Err(t_value(&t, "FP4 weights need an input width divisible by 32"));
+                }
+                t.expect_shape(&[rows, cols / 2])?;
+                let scale = self.scale_for(name, &[rows, cols / 32])?;
+                let mut f = vec![0f32; rows * cols];
+                dequant_fp4_groups(t.bytes, scale.bytes, rows, cols, 32, &mut f);
+                check_finite(&t, &f)?;
+                Ok(Weight { rows, cols, data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))) })
+            }
+            _ => Err(t.dtype_error("BF16, F32, F8_E4M3 (+ .scale) or I8 FP4 (+ .scale)")),
+        }
+    }
+
+    /// The E8M0 scale tensor that goes with `weight_name` (`X.scale`, or HF's `X.weight_scale_inv`).
+    fn scale_for(&self, weight_name: &str, shape: &[usize]) -> Result<TensorView<'a>, LoadError> {
+        let stem = weight_name.strip_suffix(".weight").unwrap_or(weight_name);
+        let primary = format!("{stem}.scale");
+        let alt = format!("{stem}.weight_scale_inv");
+        let t = if self.ckpt.contains(&primary) || !self.ckpt.contains(&alt) {
+            self.ckpt.get(&primary)?
+        } else {
+            self.ckpt.get(&alt)?
+        };
+        if t.dtype != Dtype::F8_E8M0 && t.dtype != Dtype::U8 {
+            return Err(t.dtype_error("F8_E8M0"));
+        }
+        t.expect_shape(shape)?;
+        Ok(t)
+    }
+
+    /// A small f32 parameter (norm weights, hc_*, sinks, ape, biases) stored as F32 or BF16.
+    pub fn vector(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        let t = self.ckpt.get(name)?;
+        t.expect_shape(shape)?;
+        let v = match t.dtype {
+            Dtype::F32 => f32_from_bytes(t.bytes),
+            Dtype::BF16 => t
+                .bytes
+                .chunks_exact(2)
+                .map(|b| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            _ => return Err(t.dtype_error("F32 or BF16")),
+        };
+        check_finite(&t, &v)?;
+        Ok(v)
+    }
+
+    /// `tid2eid`: `[vocab, k]` expert ids (I64 in the checkpoints, I32 in the official module).
+    pub fn expert_table(&self, name: &str, shape: &[usize], n_experts: usize) -> Result<Vec<u32>, LoadError> {
+        let t = self.ckpt.get(name)?;
+        t.expect_shape(shape)?;
+        let ids: Vec<i64> = match t.dtype {
+            Dtype::I64 => t
+                .bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+            Dtype::I32 => t
+                .bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64)
+                .collect(),
+            _ => return Err(t.dtype_error("I64 or I32")),
+        };
+        ids.iter()
+            .map(|&e| {
+                if e < 0 || e as usize >= n_experts {
+                    Err(t_value(&t, &format!("expert id {e} out of range 0..{n_experts}")))
+                } else {
+                    Ok(e as u32)
+                }
+            })
+            .collect()
+    }
+}
+
+fn t_value(t: &TensorView<'_>, message: &str) -> LoadError {
+    LoadError::Value {
+        name: t.name.to_string(),
+        file: t.file.to_path_buf(),
+        message: message.to_string(),
+    }
+}
+
+fn check_finite(t: &TensorView<'_>, v: &[f32]) -> Result<(), LoadError> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(t_value(t, &format!("non-finite value at flat index {i}"))),
+    }
+}
+
+fn bf16_from_view(t: &TensorView<'_>) -> Bf16Data {
+    let (map, offset) = t.mapping();
+    if offset % 2 == 0 {
+        Bf16Data::Mapped { map, offset, len: t.numel() }
+    } else {
+        Bf16Data::Owned(
+            t.bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        )
+    }
+}
+
+fn f32_from_bytes(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect()
+}
+
+fn to_bf16(f: &[f32]) -> Vec<u16> {
+    f.iter().map(|&x| f32_to_bf16(x)).collect()
+}
