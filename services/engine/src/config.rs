@@ -11,17 +11,15 @@ use serde::{Deserialize, Serialize};
 /// Errors reading or validating `config.json`. Messages name the file and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {err}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
-    #[error("{path}: invalid config.json: {source}")]
+    #[error("{path}: invalid config.json: {err}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        err: serde_json::Error,
     },
     #[error("{path}: field `{field}`: {message}")]
     Invalid {
@@ -194,23 +192,23 @@ impl AttnKind {
 impl ModelConfig {
     /// Read and validate `DIR/config.json` (or the file itself when `path` is a file).
     pub fn from_path(path: &Path) -> Result<Self, ConfigError> {
-        let file = if path.is_dir() {
-            path.join("config.json")
-        } else {
+        let file = if path.is_file() {
             path.to_path_buf()
+        } else {
+            path.join("config.json")
         };
-        let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(&file).map_err(|err| ConfigError::Io {
             path: file.clone(),
-            source,
+            err,
         })?;
         Self::from_json_str(&text, &file)
     }
 
     /// Parse and validate; `origin` is only used in error messages.
     pub fn from_json_str(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let cfg: ModelConfig = serde_json::from_str(text).map_err(|source| ConfigError::Parse {
+        let cfg: ModelConfig = serde_json::from_str(text).map_err(|err| ConfigError::Parse {
             path: origin.to_path_buf(),
-            source,
+            err,
         })?;
         cfg.validate(origin)?;
         Ok(cfg)

@@ -24,7 +24,6 @@ use safetensors::Dtype;
 use crate::config::{AttnKind, ModelConfig, RopeScaling, TokenIds};
 use crate::st_writer::{self, ShardWriter, StWriteError, TensorSpec};
 
-
 /// Errors writing a random checkpoint; I/O errors name the file.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -197,14 +196,19 @@ impl fmt::Display for WeightFormat {
     }
 }
 
+/// A weight format name that is not `bf16` or `fp8-fp4`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown weight format {0:?}: expected bf16 or fp8-fp4")]
+pub struct UnknownFormat(pub String);
+
 impl FromStr for WeightFormat {
-    type Err = String;
-    /// `bf16` or `fp8-fp4` (also `fp8fp4`, `fp8`).
+    type Err = UnknownFormat;
+    /// `bf16` or `fp8-fp4` (also `fp8fp4`, `fp8_fp4`, `fp8`), case-insensitive.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "bf16" => Ok(WeightFormat::Bf16),
             "fp8-fp4" | "fp8fp4" | "fp8_fp4" | "fp8" => Ok(WeightFormat::Fp8Fp4),
-            other => Err(format!("unknown weight format {other:?}: expected bf16 or fp8-fp4")),
+            _ => Err(UnknownFormat(s.to_string())),
         }
     }
 }
@@ -275,7 +279,9 @@ pub enum ParamGroup {
 /// Initial values of a tensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum InitDist {
-    Normal { std: f32 },
+    Normal {
+        std: f32,
+    },
     Const(f32),
     /// `num_experts_per_tok` distinct random expert ids per vocabulary row.
     Tid2Eid,
@@ -311,18 +317,44 @@ struct LayoutBuilder {
 }
 
 impl LayoutBuilder {
-    fn push(&mut self, name: String, shape: Vec<usize>, storage: Storage, group: ParamGroup, init: InitDist) {
+    fn push(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        storage: Storage,
+        group: ParamGroup,
+        init: InitDist,
+    ) {
         let group = match (self.group_override, group) {
             (_, ParamGroup::NotAParameter) => ParamGroup::NotAParameter,
             (Some(g), _) => g,
             (None, g) => g,
         };
-        self.out.push(LogicalTensor { name, shape, storage, group, init });
+        self.out.push(LogicalTensor {
+            name,
+            shape,
+            storage,
+            group,
+            init,
+        });
     }
     /// A linear `[out, in]` with std 1/sqrt(in).
-    fn linear(&mut self, name: String, out: usize, inp: usize, storage: Storage, group: ParamGroup) {
+    fn linear(
+        &mut self,
+        name: String,
+        out: usize,
+        inp: usize,
+        storage: Storage,
+        group: ParamGroup,
+    ) {
         let std = 1.0 / (inp.max(1) as f32).sqrt();
-        self.push(name, vec![out, inp], storage, group, InitDist::Normal { std });
+        self.push(
+            name,
+            vec![out, inp],
+            storage,
+            group,
+            InitDist::Normal { std },
+        );
     }
     fn norm(&mut self, name: String, n: usize, group: ParamGroup) {
         self.push(name, vec![n], Storage::Bf16, group, InitDist::Const(1.0));
@@ -341,10 +373,25 @@ pub fn official_layout(cfg: &ModelConfig) -> Vec<LogicalTensor> {
     let d_model = cfg.hidden_size;
     let n = cfg.hc_mult;
     let nd = n * d_model;
-    let mut b = LayoutBuilder { out: Vec::new(), group_override: None };
+    let mut b = LayoutBuilder {
+        out: Vec::new(),
+        group_override: None,
+    };
 
-    b.push("embed.weight".into(), vec![cfg.vocab_size, d_model], S::Bf16, G::Embedding, InitDist::Normal { std: 1.0 });
-    b.linear("head.weight".into(), cfg.vocab_size, d_model, S::Bf16, G::Head);
+    b.push(
+        "embed.weight".into(),
+        vec![cfg.vocab_size, d_model],
+        S::Bf16,
+        G::Embedding,
+        InitDist::Normal { std: 1.0 },
+    );
+    b.linear(
+        "head.weight".into(),
+        cfg.vocab_size,
+        d_model,
+        S::Bf16,
+        G::Head,
+    );
     b.norm("norm.weight".into(), d_model, G::HcAndNorms);
     hc_head(&mut b, "", n, nd);
 
@@ -358,8 +405,20 @@ pub fn official_layout(cfg: &ModelConfig) -> Vec<LogicalTensor> {
         };
         b.group_override = is_mtp.then_some(G::Mtp);
         if is_mtp {
-            b.linear(format!("{p}e_proj.weight"), d_model, d_model, S::Fp8Linear, G::Mtp);
-            b.linear(format!("{p}h_proj.weight"), d_model, d_model, S::Fp8Linear, G::Mtp);
+            b.linear(
+                format!("{p}e_proj.weight"),
+                d_model,
+                d_model,
+                S::Fp8Linear,
+                G::Mtp,
+            );
+            b.linear(
+                format!("{p}h_proj.weight"),
+                d_model,
+                d_model,
+                S::Fp8Linear,
+                G::Mtp,
+            );
             b.norm(format!("{p}enorm.weight"), d_model, G::Mtp);
             b.norm(format!("{p}hnorm.weight"), d_model, G::Mtp);
             b.norm(format!("{p}norm.weight"), d_model, G::Mtp);
@@ -373,9 +432,19 @@ pub fn official_layout(cfg: &ModelConfig) -> Vec<LogicalTensor> {
 fn hc_head(b: &mut LayoutBuilder, p: &str, n: usize, nd: usize) {
     let g = ParamGroup::HcAndNorms;
     let std = 1.0 / (nd.max(1) as f32).sqrt();
-    b.f32(format!("{p}hc_head_fn"), vec![n, nd], g, InitDist::Normal { std });
+    b.f32(
+        format!("{p}hc_head_fn"),
+        vec![n, nd],
+        g,
+        InitDist::Normal { std },
+    );
     b.f32(format!("{p}hc_head_base"), vec![n], g, InitDist::Const(0.0));
-    b.f32(format!("{p}hc_head_scale"), vec![1], g, InitDist::Const(1.0));
+    b.f32(
+        format!("{p}hc_head_scale"),
+        vec![1],
+        g,
+        InitDist::Const(1.0),
+    );
 }
 
 /// One decoder block (main layer or MTP block) with prefix `p`.
@@ -387,9 +456,24 @@ fn block(b: &mut LayoutBuilder, cfg: &ModelConfig, p: &str, layer: usize, hash: 
     let mix = (2 + n) * n;
     let hc_std = 1.0 / ((n * dm).max(1) as f32).sqrt();
     for site in ["attn", "ffn"] {
-        b.f32(format!("{p}hc_{site}_fn"), vec![mix, n * dm], G::HcAndNorms, InitDist::Normal { std: hc_std });
-        b.f32(format!("{p}hc_{site}_base"), vec![mix], G::HcAndNorms, InitDist::Const(0.0));
-        b.f32(format!("{p}hc_{site}_scale"), vec![3], G::HcAndNorms, InitDist::Const(1.0));
+        b.f32(
+            format!("{p}hc_{site}_fn"),
+            vec![mix, n * dm],
+            G::HcAndNorms,
+            InitDist::Normal { std: hc_std },
+        );
+        b.f32(
+            format!("{p}hc_{site}_base"),
+            vec![mix],
+            G::HcAndNorms,
+            InitDist::Const(0.0),
+        );
+        b.f32(
+            format!("{p}hc_{site}_scale"),
+            vec![3],
+            G::HcAndNorms,
+            InitDist::Const(1.0),
+        );
     }
     b.norm(format!("{p}attn_norm.weight"), dm, G::HcAndNorms);
     b.norm(format!("{p}ffn_norm.weight"), dm, G::HcAndNorms);
@@ -397,15 +481,38 @@ fn block(b: &mut LayoutBuilder, cfg: &ModelConfig, p: &str, layer: usize, hash: 
     // Attention (spec §2.5).
     let (h, hd, q) = (cfg.num_attention_heads, cfg.head_dim, cfg.q_lora_rank);
     let a = format!("{p}attn.");
-    b.f32(format!("{a}attn_sink"), vec![h], G::Attention, InitDist::Const(0.0));
+    b.f32(
+        format!("{a}attn_sink"),
+        vec![h],
+        G::Attention,
+        InitDist::Const(0.0),
+    );
     b.linear(format!("{a}wq_a.weight"), q, dm, S::Fp8Linear, G::Attention);
     b.norm(format!("{a}q_norm.weight"), q, G::Attention);
-    b.linear(format!("{a}wq_b.weight"), h * hd, q, S::Fp8Linear, G::Attention);
+    b.linear(
+        format!("{a}wq_b.weight"),
+        h * hd,
+        q,
+        S::Fp8Linear,
+        G::Attention,
+    );
     b.linear(format!("{a}wkv.weight"), hd, dm, S::Fp8Linear, G::Attention);
     b.norm(format!("{a}kv_norm.weight"), hd, G::Attention);
     let o_in = h * hd / cfg.o_groups.max(1);
-    b.linear(format!("{a}wo_a.weight"), cfg.o_groups * cfg.o_lora_rank, o_in, S::Fp8Linear, G::Attention);
-    b.linear(format!("{a}wo_b.weight"), dm, cfg.o_groups * cfg.o_lora_rank, S::Fp8Linear, G::Attention);
+    b.linear(
+        format!("{a}wo_a.weight"),
+        cfg.o_groups * cfg.o_lora_rank,
+        o_in,
+        S::Fp8Linear,
+        G::Attention,
+    );
+    b.linear(
+        format!("{a}wo_b.weight"),
+        dm,
+        cfg.o_groups * cfg.o_lora_rank,
+        S::Fp8Linear,
+        G::Attention,
+    );
 
     // Compressor and Lightning Indexer (spec §2.6, §2.7).
     let kind = cfg.attn_kind(layer);
@@ -415,8 +522,20 @@ fn block(b: &mut LayoutBuilder, cfg: &ModelConfig, p: &str, layer: usize, hash: 
     if let AttnKind::Csa { .. } = kind {
         let ix = format!("{a}indexer.");
         let (ih, id) = (cfg.index_n_heads, cfg.index_head_dim);
-        b.linear(format!("{ix}wq_b.weight"), ih * id, q, S::Fp8Linear, G::CompressorIndexer);
-        b.linear(format!("{ix}weights_proj.weight"), ih, dm, S::Bf16, G::CompressorIndexer);
+        b.linear(
+            format!("{ix}wq_b.weight"),
+            ih * id,
+            q,
+            S::Fp8Linear,
+            G::CompressorIndexer,
+        );
+        b.linear(
+            format!("{ix}weights_proj.weight"),
+            ih,
+            dm,
+            S::Bf16,
+            G::CompressorIndexer,
+        );
         compressor(b, &format!("{ix}compressor."), kind, id, dm);
     }
 
@@ -425,27 +544,83 @@ fn block(b: &mut LayoutBuilder, cfg: &ModelConfig, p: &str, layer: usize, hash: 
     let (e, inter) = (cfg.n_routed_experts, cfg.moe_intermediate_size);
     b.linear(format!("{f}gate.weight"), e, dm, S::Bf16, G::Router);
     if hash {
-        b.push(format!("{f}gate.tid2eid"), vec![cfg.vocab_size, cfg.num_experts_per_tok], S::I64, G::NotAParameter, InitDist::Tid2Eid);
+        b.push(
+            format!("{f}gate.tid2eid"),
+            vec![cfg.vocab_size, cfg.num_experts_per_tok],
+            S::I64,
+            G::NotAParameter,
+            InitDist::Tid2Eid,
+        );
     } else {
-        b.f32(format!("{f}gate.bias"), vec![e], G::Router, InitDist::Normal { std: 0.01 });
+        b.f32(
+            format!("{f}gate.bias"),
+            vec![e],
+            G::Router,
+            InitDist::Normal { std: 0.01 },
+        );
     }
     for x in 0..e {
-        b.linear(format!("{f}experts.{x}.w1.weight"), inter, dm, S::Fp4Expert, G::RoutedExperts);
-        b.linear(format!("{f}experts.{x}.w2.weight"), dm, inter, S::Fp4Expert, G::RoutedExperts);
-        b.linear(format!("{f}experts.{x}.w3.weight"), inter, dm, S::Fp4Expert, G::RoutedExperts);
+        b.linear(
+            format!("{f}experts.{x}.w1.weight"),
+            inter,
+            dm,
+            S::Fp4Expert,
+            G::RoutedExperts,
+        );
+        b.linear(
+            format!("{f}experts.{x}.w2.weight"),
+            dm,
+            inter,
+            S::Fp4Expert,
+            G::RoutedExperts,
+        );
+        b.linear(
+            format!("{f}experts.{x}.w3.weight"),
+            inter,
+            dm,
+            S::Fp4Expert,
+            G::RoutedExperts,
+        );
     }
     if cfg.n_shared_experts > 0 {
-        b.linear(format!("{f}shared_experts.w1.weight"), inter, dm, S::Fp8Linear, G::SharedExperts);
-        b.linear(format!("{f}shared_experts.w2.weight"), dm, inter, S::Fp8Linear, G::SharedExperts);
-        b.linear(format!("{f}shared_experts.w3.weight"), inter, dm, S::Fp8Linear, G::SharedExperts);
+        b.linear(
+            format!("{f}shared_experts.w1.weight"),
+            inter,
+            dm,
+            S::Fp8Linear,
+            G::SharedExperts,
+        );
+        b.linear(
+            format!("{f}shared_experts.w2.weight"),
+            dm,
+            inter,
+            S::Fp8Linear,
+            G::SharedExperts,
+        );
+        b.linear(
+            format!("{f}shared_experts.w3.weight"),
+            inter,
+            dm,
+            S::Fp8Linear,
+            G::SharedExperts,
+        );
     }
 }
 
 /// Compressor of width `c` (`coff = 2` for the overlapping CSA compressor).
 fn compressor(b: &mut LayoutBuilder, pre: &str, kind: AttnKind, c: usize, dm: usize) {
     let g = ParamGroup::CompressorIndexer;
-    let coff = if matches!(kind, AttnKind::Csa { .. }) { 2 } else { 1 };
-    b.f32(format!("{pre}ape"), vec![kind.ratio(), coff * c], g, InitDist::Normal { std: 0.02 });
+    let coff = if matches!(kind, AttnKind::Csa { .. }) {
+        2
+    } else {
+        1
+    };
+    b.f32(
+        format!("{pre}ape"),
+        vec![kind.ratio(), coff * c],
+        g,
+        InitDist::Normal { std: 0.02 },
+    );
     b.linear(format!("{pre}wkv.weight"), coff * c, dm, Storage::Bf16, g);
     b.linear(format!("{pre}wgate.weight"), coff * c, dm, Storage::Bf16, g);
     b.norm(format!("{pre}norm.weight"), c, g);
@@ -453,8 +628,17 @@ fn compressor(b: &mut LayoutBuilder, pre: &str, kind: AttnKind, c: usize, dm: us
 
 /// The stored tensors (weight, then `.scale` if any) of one logical tensor in `format`.
 pub fn stored_specs(t: &LogicalTensor, format: WeightFormat) -> Vec<TensorSpec> {
-    let (out, inp) = (t.shape.first().copied().unwrap_or(1), t.shape.get(1).copied().unwrap_or(1));
-    let scale_name = || t.name.strip_suffix(".weight").unwrap_or(&t.name).to_string() + ".scale";
+    let (out, inp) = (
+        t.shape.first().copied().unwrap_or(1),
+        t.shape.get(1).copied().unwrap_or(1),
+    );
+    let scale_name = || {
+        t.name
+            .strip_suffix(".weight")
+            .unwrap_or(&t.name)
+            .to_string()
+            + ".scale"
+    };
     match (t.storage, format) {
         (Storage::F32, _) => vec![TensorSpec::new(&t.name, Dtype::F32, t.shape.clone())],
         (Storage::I64, _) => vec![TensorSpec::new(&t.name, Dtype::I64, t.shape.clone())],
@@ -463,7 +647,11 @@ pub fn stored_specs(t: &LogicalTensor, format: WeightFormat) -> Vec<TensorSpec> 
         }
         (Storage::Fp8Linear, WeightFormat::Fp8Fp4) => vec![
             TensorSpec::new(&t.name, Dtype::F8_E4M3, t.shape.clone()),
-            TensorSpec::new(scale_name(), Dtype::F8_E8M0, vec![out.div_ceil(FP8_BLOCK), inp.div_ceil(FP8_BLOCK)]),
+            TensorSpec::new(
+                scale_name(),
+                Dtype::F8_E8M0,
+                vec![out.div_ceil(FP8_BLOCK), inp.div_ceil(FP8_BLOCK)],
+            ),
         ],
         (Storage::Fp4Expert, WeightFormat::Fp8Fp4) => vec![
             TensorSpec::new(&t.name, Dtype::I8, vec![out, inp / 2]),
@@ -494,7 +682,10 @@ pub fn checkpoint_config_json(cfg: &ModelConfig, format: WeightFormat) -> serde_
     }
     let mut v = serde_json::to_value(&c).unwrap_or(serde_json::Value::Null);
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("architectures".into(), serde_json::json!(["DeepseekV4ForCausalLM"]));
+        obj.insert(
+            "architectures".into(),
+            serde_json::json!(["DeepseekV4ForCausalLM"]),
+        );
         obj.insert("model_type".into(), serde_json::json!("deepseek_v4"));
         obj.insert("topk_method".into(), serde_json::json!("noaux_tc"));
     }
@@ -544,11 +735,21 @@ pub fn write_random_checkpoint(
         source,
     })?;
 
-    let by_name: BTreeMap<&str, &LogicalTensor> = layout.iter().map(|t| (t.name.as_str(), t)).collect();
-    let units = layout.iter().map(|t| stored_specs(t, opts.format)).collect();
+    let by_name: BTreeMap<&str, &LogicalTensor> =
+        layout.iter().map(|t| (t.name.as_str(), t)).collect();
+    let units = layout
+        .iter()
+        .map(|t| stored_specs(t, opts.format))
+        .collect();
     let shards = st_writer::plan_shards(units, opts.max_shard_bytes);
     let count = shards.len();
-    let mut summary = InitSummary { files: Vec::new(), shards: count, tensors: 0, data_bytes: 0, file_bytes: 0 };
+    let mut summary = InitSummary {
+        files: Vec::new(),
+        shards: count,
+        tensors: 0,
+        data_bytes: 0,
+        file_bytes: 0,
+    };
     let mut weight_map = BTreeMap::new();
     for (i, specs) in shards.into_iter().enumerate() {
         let file = st_writer::shard_file_name(i + 1, count);
@@ -557,7 +758,13 @@ pub fn write_random_checkpoint(
             weight_map.insert(spec.name.clone(), file.clone());
             // Scales are written together with their weight.
             if let Some(t) = by_name.get(spec.name.as_str()) {
-                generate::write_tensor(&mut writer, t, opts.seed, opts.format, cfg.n_routed_experts)?;
+                generate::write_tensor(
+                    &mut writer,
+                    t,
+                    opts.seed,
+                    opts.format,
+                    cfg.n_routed_experts,
+                )?;
             }
         }
         let s = writer.finish()?;
@@ -584,8 +791,7 @@ pub fn write_random_checkpoint(
     Ok(summary)
 }
 
-
-/// Seeded generators: splitmix64 for seeding, xoshiro256** streams, Box-Muller normals.
+/// Seeded generators: splitmix64 for seeding, xoshiro256** streams, polar-method normals.
 mod rng {
     /// One splitmix64 step.
     pub fn splitmix64(state: &mut u64) -> u64 {
@@ -646,17 +852,22 @@ mod rng {
             ((self.next_u64() as u128 * n as u128) >> 64) as u64
         }
 
-        /// Fill `out` with N(0, std²) samples (Box-Muller, both outputs used).
+        /// Fill `out` with N(0, std²) samples (Marsaglia's polar method, both outputs used).
         pub fn fill_normal(&mut self, out: &mut [f32], std: f32) {
             let std = std as f64;
             for pair in out.chunks_mut(2) {
-                let u1 = 1.0 - self.next_f64(); // (0, 1]
-                let u2 = self.next_f64();
-                let r = (-2.0 * u1.ln()).sqrt() * std;
-                let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-                pair[0] = (r * c) as f32;
+                let (u, v, s) = loop {
+                    let u = 2.0 * self.next_f64() - 1.0;
+                    let v = 2.0 * self.next_f64() - 1.0;
+                    let s = u * u + v * v;
+                    if s > 0.0 && s < 1.0 {
+                        break (u, v, s);
+                    }
+                };
+                let m = (-2.0 * s.ln() / s).sqrt() * std;
+                pair[0] = (u * m) as f32;
                 if let Some(x) = pair.get_mut(1) {
-                    *x = (r * s) as f32;
+                    *x = (v * m) as f32;
                 }
             }
         }
@@ -667,10 +878,15 @@ mod rng {
 mod generate {
     use rayon::prelude::*;
     use v4_kernels::bf16::f32_to_bf16;
-    use v4_kernels::quant::{dequant_fp4_groups, dequant_fp8_blocks, quant_fp4_groups, quant_fp8_blocks};
+    use v4_kernels::quant::{
+        dequant_fp4_groups, dequant_fp8_blocks, quant_fp4_groups, quant_fp8_blocks,
+    };
 
-    use super::rng::{tensor_seed, Xoshiro256};
-    use super::{stored_specs, InitDist, InitError, LogicalTensor, Storage, WeightFormat, FP4_GROUP, FP8_BLOCK};
+    use super::rng::{Xoshiro256, tensor_seed};
+    use super::{
+        FP4_GROUP, FP8_BLOCK, InitDist, InitError, LogicalTensor, Storage, WeightFormat,
+        stored_specs,
+    };
     use crate::st_writer::ShardWriter;
 
     /// Target elements per generated chunk (64 MiB of f32).
@@ -700,15 +916,17 @@ mod generate {
     /// `tid2eid` rows `row0..row0+rows`: `k` distinct expert ids per row (partial Fisher-Yates).
     fn tid2eid_bytes(seed: u64, row0: usize, rows: usize, k: usize, experts: usize) -> Vec<u8> {
         let mut out = vec![0u8; rows * k * 8];
-        out.par_chunks_mut((k * 8).max(1)).enumerate().for_each(|(i, row)| {
-            let mut rng = Xoshiro256::for_row(seed, (row0 + i) as u64);
-            let mut ids: Vec<i64> = (0..experts as i64).collect();
-            for j in 0..k.min(experts) {
-                let pick = j + rng.below((experts - j) as u64) as usize;
-                ids.swap(j, pick);
-                row[j * 8..j * 8 + 8].copy_from_slice(&ids[j].to_le_bytes());
-            }
-        });
+        out.par_chunks_mut((k * 8).max(1))
+            .enumerate()
+            .for_each(|(i, row)| {
+                let mut rng = Xoshiro256::for_row(seed, (row0 + i) as u64);
+                let mut ids: Vec<i64> = (0..experts as i64).collect();
+                for j in 0..k.min(experts) {
+                    let pick = j + rng.below((experts - j) as u64) as usize;
+                    ids.swap(j, pick);
+                    row[j * 8..j * 8 + 8].copy_from_slice(&ids[j].to_le_bytes());
+                }
+            });
         out
     }
 
@@ -719,7 +937,11 @@ mod generate {
         let parts: Vec<(Vec<u8>, Vec<u8>)> = vals
             .par_chunks((slab * cols).max(1))
             .map(|part| {
-                let r = if cols == 0 { rows.min(slab) } else { part.len() / cols };
+                let r = if cols == 0 {
+                    rows.min(slab)
+                } else {
+                    part.len() / cols
+                };
                 match storage {
                     Storage::Fp8Linear => quant_fp8_blocks(part, r, cols, FP8_BLOCK),
                     _ => quant_fp4_groups(part, r, cols, FP4_GROUP),
@@ -770,16 +992,21 @@ mod generate {
             let mut vals = vec![0f32; r * cols];
             match t.init {
                 InitDist::Normal { std } => {
-                    vals.par_chunks_mut(cols.max(1)).enumerate().for_each(|(i, row)| {
-                        Xoshiro256::for_row(tseed, (row0 + i) as u64).fill_normal(row, std)
-                    });
+                    vals.par_chunks_mut(cols.max(1))
+                        .enumerate()
+                        .for_each(|(i, row)| {
+                            Xoshiro256::for_row(tseed, (row0 + i) as u64).fill_normal(row, std)
+                        });
                 }
                 InitDist::Const(c) => vals.fill(c),
                 InitDist::Tid2Eid => {}
             }
             let bytes = match t.storage {
                 Storage::F32 => f32_bytes(&vals),
-                Storage::I64 => vals.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+                Storage::I64 => vals
+                    .iter()
+                    .flat_map(|&v| (v as i64).to_le_bytes())
+                    .collect(),
                 _ if !quantized => bf16_bytes(&vals),
                 storage => {
                     let (q, s) = quantize(&vals, r, cols, storage);
@@ -789,7 +1016,9 @@ mod generate {
                     } else {
                         // Store the dequantized model (exact in BF16).
                         match storage {
-                            Storage::Fp8Linear => dequant_fp8_blocks(&q, &s, r, cols, FP8_BLOCK, &mut vals),
+                            Storage::Fp8Linear => {
+                                dequant_fp8_blocks(&q, &s, r, cols, FP8_BLOCK, &mut vals)
+                            }
                             _ => dequant_fp4_groups(&q, &s, r, cols, FP4_GROUP, &mut vals),
                         }
                         bf16_bytes(&vals)
@@ -816,13 +1045,17 @@ mod tests {
     use super::*;
 
     fn fixture_dir(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tiny-v4").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/tiny-v4")
+            .join(name)
     }
 
     /// `name -> (dtype, shape)` of every tensor of a checkpoint directory, read from the shards.
     fn read_headers(dir: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("model.safetensors.index.json")).unwrap()).unwrap();
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("model.safetensors.index.json")).unwrap(),
+        )
+        .unwrap();
         let mut files: Vec<String> = index["weight_map"]
             .as_object()
             .unwrap()
@@ -836,17 +1069,30 @@ mod tests {
             let buf = std::fs::read(dir.join(&f)).unwrap();
             let st = SafeTensors::deserialize(&buf).unwrap();
             for (name, view) in st.tensors() {
-                assert_eq!(index["weight_map"][&name], f.as_str(), "index entry of {name}");
+                assert_eq!(
+                    index["weight_map"][&name],
+                    f.as_str(),
+                    "index entry of {name}"
+                );
                 out.insert(name, (view.dtype().to_string(), view.shape().to_vec()));
             }
         }
         out
     }
 
-    fn write(format: WeightFormat, seed: u64, max_shard_bytes: u64) -> (tempfile::TempDir, InitSummary) {
+    fn write(
+        format: WeightFormat,
+        seed: u64,
+        max_shard_bytes: u64,
+    ) -> (tempfile::TempDir, InitSummary) {
         let dir = tempfile::tempdir().unwrap();
-        let opts = InitOptions { seed, format, max_shard_bytes };
-        let summary = write_random_checkpoint(&preset_config(Preset::Tiny), dir.path(), &opts).unwrap();
+        let opts = InitOptions {
+            seed,
+            format,
+            max_shard_bytes,
+        };
+        let summary =
+            write_random_checkpoint(&preset_config(Preset::Tiny), dir.path(), &opts).unwrap();
         (dir, summary)
     }
 
@@ -864,9 +1110,14 @@ mod tests {
         }
         let cfg = ModelConfig::from_path(dir.path()).unwrap();
         assert_eq!(cfg.is_fp8(), format == WeightFormat::Fp8Fp4);
-        let generation: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("generation_config.json")).unwrap()).unwrap();
-        assert_eq!(generation, serde_json::json!({"bos_token_id": 0, "eos_token_id": 1, "do_sample": false}));
+        let generation: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("generation_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            generation,
+            serde_json::json!({"bos_token_id": 0, "eos_token_id": 1, "do_sample": false})
+        );
     }
 
     #[test]
@@ -888,7 +1139,12 @@ mod tests {
             match k.as_str() {
                 "swiglu_limit" => assert_eq!(v.as_f64(), Some(10.0)),
                 "rope_scaling" => {
-                    for f in ["factor", "original_max_position_embeddings", "beta_fast", "beta_slow"] {
+                    for f in [
+                        "factor",
+                        "original_max_position_embeddings",
+                        "beta_fast",
+                        "beta_slow",
+                    ] {
                         assert_eq!(v[f].as_f64(), fixture[k][f].as_f64(), "rope_scaling.{f}");
                     }
                 }
@@ -899,10 +1155,18 @@ mod tests {
             }
         }
         for p in [Preset::Tiny, Preset::Small, Preset::Bench] {
-            preset_config(p).validate(Path::new(&p.to_string())).unwrap();
+            preset_config(p)
+                .validate(Path::new(&p.to_string()))
+                .unwrap();
             assert_eq!(p.to_string().parse::<Preset>().unwrap(), p);
         }
-        assert!("huge".parse::<Preset>().unwrap_err().to_string().contains("huge"));
+        assert!(
+            "huge"
+                .parse::<Preset>()
+                .unwrap_err()
+                .to_string()
+                .contains("huge")
+        );
         let bench = preset_config(Preset::Bench);
         assert_eq!(bench.compress_ratios.len(), bench.num_hidden_layers + 1);
     }
@@ -912,12 +1176,17 @@ mod tests {
         let (a, sa) = write(WeightFormat::Fp8Fp4, 42, 0);
         let (b, _) = write(WeightFormat::Fp8Fp4, 42, 0);
         let (c, _) = write(WeightFormat::Fp8Fp4, 43, 0);
-        let shard = |d: &tempfile::TempDir| std::fs::read(d.path().join(st_writer::shard_file_name(1, 1))).unwrap();
+        let shard = |d: &tempfile::TempDir| {
+            std::fs::read(d.path().join(st_writer::shard_file_name(1, 1))).unwrap()
+        };
         assert_eq!(sa.shards, 1);
         assert_eq!(shard(&a), shard(&b));
         assert_ne!(shard(&a), shard(&c));
         // Same result with a single-threaded pool.
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let (d, _) = pool.install(|| write(WeightFormat::Fp8Fp4, 42, 0));
         assert_eq!(shard(&a), shard(&d));
     }
@@ -926,8 +1195,10 @@ mod tests {
     fn shards_split_and_index_is_consistent() {
         let (dir, summary) = write(WeightFormat::Bf16, 1, 256 << 10);
         assert!(summary.shards > 3, "{} shards", summary.shards);
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("model.safetensors.index.json")).unwrap()).unwrap();
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("model.safetensors.index.json")).unwrap(),
+        )
+        .unwrap();
         let mut total = 0u64;
         for i in 1..=summary.shards {
             let name = st_writer::shard_file_name(i, summary.shards);
@@ -940,10 +1211,16 @@ mod tests {
         }
         assert_eq!(index["metadata"]["total_size"].as_u64(), Some(total));
         assert_eq!(summary.data_bytes, total);
-        assert_eq!(index["weight_map"].as_object().unwrap().len(), summary.tensors);
-        assert!(!std::fs::read_dir(dir.path())
-            .unwrap()
-            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".partial")));
+        assert_eq!(
+            index["weight_map"].as_object().unwrap().len(),
+            summary.tensors
+        );
+        assert!(!std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".partial")
+        }));
     }
 
     /// Both formats describe the same model, and the values follow the documented init.
@@ -953,7 +1230,10 @@ mod tests {
         let (b, _) = write(WeightFormat::Bf16, 5, 0);
         let qb = std::fs::read(q.path().join(st_writer::shard_file_name(1, 1))).unwrap();
         let bb = std::fs::read(b.path().join(st_writer::shard_file_name(1, 1))).unwrap();
-        let (qs, bs) = (SafeTensors::deserialize(&qb).unwrap(), SafeTensors::deserialize(&bb).unwrap());
+        let (qs, bs) = (
+            SafeTensors::deserialize(&qb).unwrap(),
+            SafeTensors::deserialize(&bb).unwrap(),
+        );
         let bf = |name: &str| -> Vec<f32> {
             bs.tensor(name)
                 .unwrap()
@@ -970,13 +1250,18 @@ mod tests {
         let ref_vals = bf("layers.1.attn.wq_b.weight");
         for i in 0..rows * cols {
             let sc = s.data()[(i / cols / FP8_BLOCK) * bc + (i % cols) / FP8_BLOCK];
-            let v = v4_kernels::quant::e4m3_to_f32(w.data()[i]) * v4_kernels::quant::e8m0_to_f32(sc);
+            let v =
+                v4_kernels::quant::e4m3_to_f32(w.data()[i]) * v4_kernels::quant::e8m0_to_f32(sc);
             assert_eq!(v, ref_vals[i], "element {i}");
         }
         // std ~ 1/sqrt(in) for linears, 1 for the embedding, norms 1, sinks 0.
         let std = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
         let wq_a = bf("layers.0.attn.wq_a.weight");
-        assert!((std(&wq_a) * (128f32).sqrt() - 1.0).abs() < 0.1, "{}", std(&wq_a));
+        assert!(
+            (std(&wq_a) * (128f32).sqrt() - 1.0).abs() < 0.1,
+            "{}",
+            std(&wq_a)
+        );
         let emb = bf("embed.weight");
         assert!((std(&emb) - 1.0).abs() < 0.05);
         let expert = bf("layers.1.ffn.experts.3.w2.weight");
@@ -986,11 +1271,21 @@ mod tests {
         assert!(sink.data().iter().all(|&x| x == 0));
         // tid2eid: distinct ids in range on every row.
         let t = bs.tensor("layers.0.ffn.gate.tid2eid").unwrap();
-        let ids: Vec<i64> = t.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let ids: Vec<i64> = t
+            .data()
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         for row in ids.chunks(2) {
-            assert!(row.iter().all(|&e| (0..8).contains(&e)) && row[0] != row[1], "{row:?}");
+            assert!(
+                row.iter().all(|&e| (0..8).contains(&e)) && row[0] != row[1],
+                "{row:?}"
+            );
         }
-        assert_eq!(t.data(), qs.tensor("layers.0.ffn.gate.tid2eid").unwrap().data());
+        assert_eq!(
+            t.data(),
+            qs.tensor("layers.0.ffn.gate.tid2eid").unwrap().data()
+        );
     }
 
     #[test]
@@ -998,15 +1293,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = preset_config(Preset::Tiny);
         cfg.moe_intermediate_size = 48; // w2 input 48 is not a multiple of 32
-        let opts = InitOptions { format: WeightFormat::Fp8Fp4, ..InitOptions::default() };
-        let err = write_random_checkpoint(&cfg, dir.path(), &opts).unwrap_err().to_string();
+        let opts = InitOptions {
+            format: WeightFormat::Fp8Fp4,
+            ..InitOptions::default()
+        };
+        let err = write_random_checkpoint(&cfg, dir.path(), &opts)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("w2.weight") && err.contains("48"), "{err}");
         // BF16 stores such experts unquantized.
-        let opts = InitOptions { format: WeightFormat::Bf16, ..InitOptions::default() };
+        let opts = InitOptions {
+            format: WeightFormat::Bf16,
+            ..InitOptions::default()
+        };
         write_random_checkpoint(&cfg, dir.path(), &opts).unwrap();
         // An unwritable output directory is named.
         let file = dir.path().join("config.json");
-        let err = write_random_checkpoint(&cfg, &file.join("sub"), &opts).unwrap_err().to_string();
+        let err = write_random_checkpoint(&cfg, &file.join("sub"), &opts)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("config.json"), "{err}");
         assert_eq!("fp8-fp4".parse::<WeightFormat>(), Ok(WeightFormat::Fp8Fp4));
         assert!("int4".parse::<WeightFormat>().is_err());

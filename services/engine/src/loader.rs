@@ -16,11 +16,10 @@ use safetensors::{Dtype, SafeTensors};
 /// Errors opening a checkpoint or fetching a tensor from it. Every variant names what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {err}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     #[error("{path}: invalid index: {message}")]
     Index { path: PathBuf, message: String },
@@ -163,9 +162,9 @@ impl Checkpoint {
         let index_path = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let (shard_names, weight_map) = if index_path.is_file() {
-            let text = std::fs::read_to_string(&index_path).map_err(|source| LoadError::Io {
+            let text = std::fs::read_to_string(&index_path).map_err(|err| LoadError::Io {
                 path: index_path.clone(),
-                source,
+                err,
             })?;
             let index: IndexFile =
                 serde_json::from_str(&text).map_err(|e| LoadError::Index {
@@ -267,15 +266,15 @@ impl Checkpoint {
 }
 
 fn map_file(path: &Path) -> Result<Mmap, LoadError> {
-    let file = File::open(path).map_err(|source| LoadError::Io {
+    let file = File::open(path).map_err(|err| LoadError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     // SAFETY: the mapping is read-only; like every safetensors loader we assume the file is
     // not truncated or rewritten by another process while the model is loaded.
-    unsafe { Mmap::map(&file) }.map_err(|source| LoadError::Io {
+    unsafe { Mmap::map(&file) }.map_err(|err| LoadError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     })
 }
 

@@ -171,7 +171,8 @@ impl ShardWriter {
         let file = File::create(&partial).map_err(io)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let header = header_json(&specs);
-        out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+        out.write_all(&(header.len() as u64).to_le_bytes())
+            .map_err(io)?;
         out.write_all(&header).map_err(io)?;
         let data_bytes = specs.iter().map(TensorSpec::byte_len).sum();
         Ok(Self {
@@ -346,10 +347,7 @@ pub fn plan_shards(units: Vec<Vec<TensorSpec>>, max_shard_bytes: u64) -> Vec<Vec
     let mut current_bytes = 0u64;
     for unit in units {
         let bytes: u64 = unit.iter().map(TensorSpec::byte_len).sum();
-        if max_shard_bytes > 0
-            && !current.is_empty()
-            && current_bytes + bytes > max_shard_bytes
-        {
+        if max_shard_bytes > 0 && !current.is_empty() && current_bytes + bytes > max_shard_bytes {
             shards.push(std::mem::take(&mut current));
             current_bytes = 0;
         }
@@ -433,9 +431,17 @@ mod tests {
                 w.write_tensor(&s.name, &data).unwrap();
             }
         }
-        assert!(dir.path().join("model-00001-of-00001.safetensors.partial").exists());
+        assert!(
+            dir.path()
+                .join("model-00001-of-00001.safetensors.partial")
+                .exists()
+        );
         let summary = w.finish().unwrap();
-        assert!(!dir.path().join("model-00001-of-00001.safetensors.partial").exists());
+        assert!(
+            !dir.path()
+                .join("model-00001-of-00001.safetensors.partial")
+                .exists()
+        );
         let buf = std::fs::read(&path).unwrap();
         assert_eq!(buf.len() as u64, summary.file_bytes);
         let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
@@ -460,11 +466,20 @@ mod tests {
         let specs = specs();
         let mut w = ShardWriter::create(&path, specs.clone()).unwrap();
         let err = w.write_tensor("ids", &[0; 16]).unwrap_err().to_string();
-        assert!(err.contains("b.weight") && err.contains("x.safetensors"), "{err}");
-        let err = w.write_tensor("b.weight", &[0; 29]).unwrap_err().to_string();
+        assert!(
+            err.contains("b.weight") && err.contains("x.safetensors"),
+            "{err}"
+        );
+        let err = w
+            .write_tensor("b.weight", &[0; 29])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("30") && err.contains("29"), "{err}");
         drop(w);
-        assert!(!dir.path().join("x.safetensors.partial").exists(), "dropped writer cleans up");
+        assert!(
+            !dir.path().join("x.safetensors.partial").exists(),
+            "dropped writer cleans up"
+        );
 
         let mut w = ShardWriter::create(&path, specs.clone()).unwrap();
         w.begin_tensor("b.weight").unwrap();
@@ -473,7 +488,10 @@ mod tests {
         w.write_chunk(&[0; 30]).unwrap();
         w.end_tensor().unwrap();
         let err = w.finish().unwrap_err().to_string();
-        assert!(err.contains("5 tensor(s)") && err.contains("a.scale"), "{err}");
+        assert!(
+            err.contains("5 tensor(s)") && err.contains("a.scale"),
+            "{err}"
+        );
         assert!(!path.exists());
 
         let dup = vec![specs[0].clone(), specs[0].clone()];
@@ -487,7 +505,10 @@ mod tests {
     fn empty_shard_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.safetensors");
-        ShardWriter::create(&path, vec![]).unwrap().finish().unwrap();
+        ShardWriter::create(&path, vec![])
+            .unwrap()
+            .finish()
+            .unwrap();
         let buf = std::fs::read(&path).unwrap();
         assert_eq!(SafeTensors::deserialize(&buf).unwrap().len(), 0);
     }
@@ -495,7 +516,10 @@ mod tests {
     #[test]
     fn shard_plan_and_index() {
         let unit = |name: &str, n: usize| vec![TensorSpec::new(name, Dtype::I8, vec![n])];
-        let plan = plan_shards(vec![unit("a", 6), unit("b", 6), unit("c", 20), unit("d", 1)], 12);
+        let plan = plan_shards(
+            vec![unit("a", 6), unit("b", 6), unit("c", 20), unit("d", 1)],
+            12,
+        );
         let names: Vec<Vec<&str>> = plan
             .iter()
             .map(|s| s.iter().map(|t| t.name.as_str()).collect())

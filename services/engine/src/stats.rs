@@ -15,7 +15,7 @@
 //!   lookup and is not counted, nor is the MTP block. Flash: 13.27B; Pro: 48.85B.
 
 use crate::config::{AttnKind, ModelConfig};
-use crate::init::{official_layout, ParamGroup};
+use crate::init::{ParamGroup, official_layout};
 
 /// Logical parameter counts by group (see the module doc for the conventions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,7 +119,9 @@ impl KvLayout {
         match self {
             KvLayout::F32 => 4 * d,
             KvLayout::Bf16 => 2 * d,
-            KvLayout::Fp8 => (d - r.min(d)) + 2 * r + (d - r.min(d)).div_ceil(64).next_multiple_of(8),
+            KvLayout::Fp8 => {
+                (d - r.min(d)) + 2 * r + (d - r.min(d)).div_ceil(64).next_multiple_of(8)
+            }
         }
     }
 
@@ -275,7 +277,12 @@ pub fn compact_indices(idx: &[usize]) -> String {
                 j += 1;
             }
             if j - i + 1 >= 4 {
-                parts.extend([idx[i].to_string(), idx[i + 1].to_string(), "...".into(), idx[j].to_string()]);
+                parts.extend([
+                    idx[i].to_string(),
+                    idx[i + 1].to_string(),
+                    "...".into(),
+                    idx[j].to_string(),
+                ]);
                 i = j + 1;
                 continue;
             }
@@ -313,7 +320,13 @@ pub fn describe(cfg: &ModelConfig) -> String {
             None => kinds.push((k, vec![i])),
         }
     }
-    kinds.sort_by_key(|(k, _)| (k.is_compressed(), matches!(k, AttnKind::Hca { .. }), k.ratio()));
+    kinds.sort_by_key(|(k, _)| {
+        (
+            k.is_compressed(),
+            matches!(k, AttnKind::Hca { .. }),
+            k.ratio(),
+        )
+    });
     let parts: Vec<String> = kinds
         .iter()
         .map(|(k, v)| {
@@ -341,15 +354,32 @@ pub fn describe(cfg: &ModelConfig) -> String {
         cfg.swiglu_limit
     ));
     let hash: Vec<usize> = (0..cfg.num_hash_layers.min(l)).collect();
-    lines.push(format!("hash-routed layers: {} {}", hash.len(), compact_indices(&hash)));
+    lines.push(format!(
+        "hash-routed layers: {} {}",
+        hash.len(),
+        compact_indices(&hash)
+    ));
     let mtp: Vec<String> = (0..cfg.num_nextn_predict_layers)
-        .map(|j| format!("mtp.{j} (layer {}, {}, learned router)", l + j, cfg.attn_kind(l + j).name()))
+        .map(|j| {
+            format!(
+                "mtp.{j} (layer {}, {}, learned router)",
+                l + j,
+                cfg.attn_kind(l + j).name()
+            )
+        })
         .collect();
     lines.push(format!(
         "mtp: {}",
-        if mtp.is_empty() { "none".to_string() } else { mtp.join(", ") }
+        if mtp.is_empty() {
+            "none".to_string()
+        } else {
+            mtp.join(", ")
+        }
     ));
-    lines.push(format!("mhc: {} streams, {} Sinkhorn iterations", cfg.hc_mult, cfg.hc_sinkhorn_iters));
+    lines.push(format!(
+        "mhc: {} streams, {} Sinkhorn iterations",
+        cfg.hc_mult, cfg.hc_sinkhorn_iters
+    ));
 
     let (p, mtp_routed) = count(cfg);
     let mtp_active = p.mtp - mtp_routed + active_routed(cfg, mtp_routed);
@@ -375,7 +405,10 @@ pub fn describe(cfg: &ModelConfig) -> String {
         ("router", p.router),
         ("mhc+norms", p.hc_and_norms),
     ];
-    let g: Vec<String> = groups.iter().map(|(n, v)| format!("{n} {}", human_count(*v))).collect();
+    let g: Vec<String> = groups
+        .iter()
+        .map(|(n, v)| format!("{n} {}", human_count(*v)))
+        .collect();
     lines.push(format!("  {}", g.join(", ")));
     lines.push(format!(
         "  mtp {} ({}), active {}; total with mtp {} ({})",
@@ -433,7 +466,10 @@ mod tests {
     fn flash_matches_model_card() {
         let cfg = real("deepseek-v4-flash");
         let kv = kv_bytes_per_token(&cfg);
-        assert_eq!((kv.sliding_layers, kv.csa_layers, kv.hca_layers), (2, 21, 20));
+        assert_eq!(
+            (kv.sliding_layers, kv.csa_layers, kv.hca_layers),
+            (2, 21, 20)
+        );
         assert_eq!(cfg.attn_kind(43), AttnKind::Sliding, "MTP block");
         let p = parameter_counts(&cfg);
         println!("V4-Flash: {p:#?}\ntotal {} active {}", p.total, p.active);
@@ -441,11 +477,20 @@ mod tests {
         assert!(within(p.active, 13e9, 3.0), "active {}", p.active);
         // Spec §3: ~3.5 KB/token in the FP8 layout, ~6.9 KB in bf16.
         assert_eq!((kv.fp8.entry, kv.fp8.indexer_key), (584, 68));
-        assert!((kv.fp8.per_token - 3514.25).abs() < 1e-9, "{}", kv.fp8.per_token);
-        assert!((kv.bf16.per_token - 6880.0).abs() < 1e-9, "{}", kv.bf16.per_token);
+        assert!(
+            (kv.fp8.per_token - 3514.25).abs() < 1e-9,
+            "{}",
+            kv.fp8.per_token
+        );
+        assert!(
+            (kv.bf16.per_token - 6880.0).abs() < 1e-9,
+            "{}",
+            kv.bf16.per_token
+        );
         assert!((kv.f32.per_token - 13760.0).abs() < 1e-9);
         assert_eq!(kv.fp8.window, 43 * 128 * 584);
-        let expect_1m = 21 * (ONE_M_TOKENS / 4) * (584 + 68) + 20 * (ONE_M_TOKENS / 128) * 584 + 43 * 128 * 584;
+        let expect_1m =
+            21 * (ONE_M_TOKENS / 4) * (584 + 68) + 20 * (ONE_M_TOKENS / 128) * 584 + 43 * 128 * 584;
         assert_eq!(kv.fp8.at_1m, expect_1m);
         assert!(within(kv.fp8.at_1m, 3.7e9, 1.0), "{}", kv.fp8.at_1m);
         let text = describe(&cfg);
@@ -466,29 +511,45 @@ mod tests {
     fn pro_matches_model_card() {
         let cfg = real("deepseek-v4-pro");
         let kv = kv_bytes_per_token(&cfg);
-        assert_eq!((kv.sliding_layers, kv.csa_layers, kv.hca_layers), (0, 30, 31));
+        assert_eq!(
+            (kv.sliding_layers, kv.csa_layers, kv.hca_layers),
+            (0, 30, 31)
+        );
         let p = parameter_counts(&cfg);
         println!("V4-Pro: {p:#?}\ntotal {} active {}", p.total, p.active);
         assert!(within(p.total, 1.6e12, 3.0), "total {}", p.total);
         assert!(within(p.active, 49e9, 3.0), "active {}", p.active);
         // Spec §3: ~5.0 KB/token in FP8.
-        assert!((kv.fp8.per_token - 5031.4375).abs() < 1e-9, "{}", kv.fp8.per_token);
+        assert!(
+            (kv.fp8.per_token - 5031.4375).abs() < 1e-9,
+            "{}",
+            kv.fp8.per_token
+        );
         let text = describe(&cfg);
         println!("{text}");
-        assert!(text.contains("csa(m=4): 30 [2, 4, ..., 60]; hca(m=128): 31 [0, 1, 3, ..., 59]"), "{text}");
+        assert!(
+            text.contains("csa(m=4): 30 [2, 4, ..., 60]; hca(m=128): 31 [0, 1, 3, ..., 59]"),
+            "{text}"
+        );
         assert!(text.contains("total 1.57T ("), "{text}");
     }
 
     /// The counts agree with the element counts of the fixture checkpoint's tensors.
     #[test]
     fn tiny_counts_match_fixture_headers() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/tiny-v4/ckpt-bf16");
-        // The tiny preset has the fixture's shapes (only swiglu_limit differs).
-        let cfg = crate::init::preset_config(crate::init::Preset::Tiny);
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("model.safetensors.index.json")).unwrap()).unwrap();
-        let mut files: Vec<&str> =
-            index["weight_map"].as_object().unwrap().values().filter_map(|v| v.as_str()).collect();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/tiny-v4/ckpt-bf16");
+        let cfg = ModelConfig::from_path(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join("model.safetensors.index.json")).unwrap(),
+        )
+        .unwrap();
+        let mut files: Vec<&str> = index["weight_map"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|v| v.as_str())
+            .collect();
         files.sort();
         files.dedup();
         let (mut main, mut mtp, mut embed) = (0u64, 0u64, 0u64);
@@ -513,7 +574,10 @@ mod tests {
         assert_eq!((p.total, p.mtp, p.embedding), (main, mtp, embed));
         let routed_per_layer = 8 * 3 * 64 * 128;
         assert_eq!(p.routed_experts, 4 * routed_per_layer);
-        assert_eq!(p.active, p.total - embed - 4 * routed_per_layer + 4 * routed_per_layer / 4);
+        assert_eq!(
+            p.active,
+            p.total - embed - 4 * routed_per_layer + 4 * routed_per_layer / 4
+        );
     }
 
     #[test]
@@ -522,7 +586,10 @@ mod tests {
         assert_eq!(compact_indices(&[0, 1]), "[0, 1]");
         assert_eq!(compact_indices(&[0, 1, 2]), "[0, 1, 2]");
         assert_eq!(compact_indices(&[3, 5, 7, 9]), "[3, 5, ..., 9]");
-        assert_eq!(compact_indices(&[0, 1, 3, 5, 7, 9, 20]), "[0, 1, 3, ..., 9, 20]");
+        assert_eq!(
+            compact_indices(&[0, 1, 3, 5, 7, 9, 20]),
+            "[0, 1, 3, ..., 9, 20]"
+        );
         assert_eq!(grouped(284_312_345_678), "284,312,345,678");
         assert_eq!(grouped(12), "12");
         assert_eq!(human_count(1_573_000_000_000), "1.57T");

@@ -7,6 +7,7 @@
 //! an E2M1 value 2, both far inside BF16's 8.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::Mmap;
 use safetensors::Dtype;
@@ -15,6 +16,15 @@ use v4_kernels::matmul::{WeightsRef, matmul};
 use v4_kernels::quant::{dequant_fp4_groups, dequant_fp8_blocks};
 
 use crate::loader::{Checkpoint, LoadError, TensorView};
+
+/// Bytes of weights streamed by every matmul since start (benchmarks read the difference
+/// across a decode step to report the weight bytes one step actually reads).
+static WEIGHT_BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
+/// Total weight bytes read by [`Weight::forward_into`] so far.
+pub fn weight_bytes_read() -> u64 {
+    WEIGHT_BYTES_READ.load(Ordering::Relaxed)
+}
 
 /// Row-major BF16 storage: borrowed from the checkpoint mapping or owned.
 pub enum Bf16Data {
@@ -80,6 +90,7 @@ impl Weight {
     }
 
     pub fn forward_into(&self, x: &[f32], rows_in: usize, y: &mut [f32]) {
+        WEIGHT_BYTES_READ.fetch_add(self.bytes() as u64, Ordering::Relaxed);
         matmul(x, rows_in, self.cols, self.kernel_ref(), self.rows, y);
     }
 

@@ -1,1 +1,98 @@
-fn main() {}
+//! `v4`: the user's entry point to the DeepSeek-V4 stack.
+//!
+//! Subcommands so far: `info`, `logits`, `generate`, `init`, `bench`. Later issues add
+//! `serve`, `chat`, `admin`, ...
+
+mod bench;
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "v4", version, about = "DeepSeek-V4 serving stack")]
+struct Cli {
+    /// Worker threads for the CPU engine (0 = one per core).
+    #[arg(long, global = true, env = "V4_THREADS", default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a model from its config.json: layers by type, parameters, KV bytes per token.
+    Info {
+        /// Model directory (or its config.json).
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Full-sequence forward; writes F32 logits [L, vocab] under the key `logits`.
+    Logits {
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ids: Vec<u32>,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the MTP block's logits under `mtp_logits` ([L-1, vocab]).
+        #[arg(long)]
+        mtp: bool,
+    },
+    /// Generate on the incremental path; prints the new ids comma-separated on one line.
+    Generate(commands::GenerateArgs),
+    /// Write a random model in the official checkpoint layout (offline).
+    Init {
+        /// tiny (fixture-sized), small (real vocabulary, for the demo), bench (benchmark size).
+        #[arg(long, default_value = "small")]
+        preset: v4_engine::init::Preset,
+        #[arg(long)]
+        out: PathBuf,
+        /// bf16, or fp8 for the official FP8 linears + FP4 experts layout.
+        #[arg(long, default_value = "bf16")]
+        format: v4_engine::init::WeightFormat,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Largest shard size in MiB.
+        #[arg(long, default_value_t = 2048)]
+        shard_mib: u64,
+    },
+    /// Prefill and decode throughput, weight bytes per token and memory bandwidth use.
+    Bench(BenchCli),
+}
+
+#[derive(Args)]
+struct BenchCli {
+    #[command(flatten)]
+    args: bench::BenchArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(cli.threads)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("cannot start {} worker threads: {e}", cli.threads))?;
+    match cli.command {
+        Command::Info { model } => commands::info(&model),
+        Command::Logits { model, ids, out, mtp } => commands::logits(&model, &ids, &out, mtp),
+        Command::Generate(args) => commands::generate(&args),
+        Command::Init { preset, out, format, seed, shard_mib } => {
+            commands::init(preset, &out, format, seed, shard_mib)
+        }
+        Command::Bench(b) => bench::run(&b.args),
+    }
+}
