@@ -49,14 +49,21 @@ fn main() {
     println!("read bandwidth (1 GiB, best of 10): {:.2} GB/s", bw / 1e9);
 
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let w: Vec<u16> = (0..OUT_DIM * IN_DIM).map(|_| f32_to_bf16(rng.next_f32() * 0.05)).collect();
+    let w: Vec<u16> = (0..OUT_DIM * IN_DIM)
+        .map(|_| f32_to_bf16(rng.next_f32() * 0.05))
+        .collect();
     let weight_bytes = (w.len() * 2) as f64;
-    println!("weights: [{OUT_DIM}, {IN_DIM}] bf16 = {:.0} MiB", weight_bytes / (1 << 20) as f64);
+    println!(
+        "weights: [{OUT_DIM}, {IN_DIM}] bf16 = {:.0} MiB",
+        weight_bytes / (1 << 20) as f64
+    );
 
     for rows in [1usize, 8] {
         let x: Vec<f32> = (0..rows * IN_DIM).map(|_| rng.next_f32()).collect();
         let mut y = vec![0.0f32; rows * OUT_DIM];
-        let secs = best_secs(RUNS, || matmul(&x, rows, IN_DIM, WeightsRef::Bf16(&w), OUT_DIM, &mut y));
+        let secs = best_secs(RUNS, || {
+            matmul(&x, rows, IN_DIM, WeightsRef::Bf16(&w), OUT_DIM, &mut y)
+        });
         let rate = weight_bytes / secs;
         println!(
             "gemv rows={rows}: {:.3} ms, {:.2} GB/s of weights, {:.1}% of read bandwidth, {:.1} GFLOP/s",
@@ -70,7 +77,9 @@ fn main() {
     let rows = 256;
     let x: Vec<f32> = (0..rows * IN_DIM).map(|_| rng.next_f32()).collect();
     let mut y = vec![0.0f32; rows * OUT_DIM];
-    let secs = best_secs(3, || matmul(&x, rows, IN_DIM, WeightsRef::Bf16(&w), OUT_DIM, &mut y));
+    let secs = best_secs(3, || {
+        matmul(&x, rows, IN_DIM, WeightsRef::Bf16(&w), OUT_DIM, &mut y)
+    });
     println!(
         "prefill rows={rows}: {:.1} ms, {:.1} GFLOP/s",
         secs * 1e3,

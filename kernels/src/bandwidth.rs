@@ -18,11 +18,13 @@ pub fn measure_read_bandwidth(bytes: usize, iters: usize) -> f64 {
     const CHUNK: usize = 1 << 17;
     // `vec!` of zeros maps pages lazily; the parallel fill below is what first touches them.
     let mut buf: Vec<u64> = vec![0; words];
-    buf.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        for (i, w) in chunk.iter_mut().enumerate() {
-            *w = (c * CHUNK + i) as u64;
-        }
-    });
+    buf.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (i, w) in chunk.iter_mut().enumerate() {
+                *w = (c * CHUNK + i) as u64;
+            }
+        });
     let bytes_read = (words * 8) as f64;
     let mut best = 0.0f64;
     for _ in 0..iters.max(1) {

@@ -81,7 +81,13 @@ mod tests {
 
     #[test]
     fn nan_stays_nan() {
-        for bits in [0x7FC0_0000u32, 0x7F80_0001, 0xFF80_0001, 0x7FFF_FFFF, 0x7F80_FFFF] {
+        for bits in [
+            0x7FC0_0000u32,
+            0x7F80_0001,
+            0xFF80_0001,
+            0x7FFF_FFFF,
+            0x7F80_FFFF,
+        ] {
             let b = f32_to_bf16(f32::from_bits(bits));
             assert!(bf16_to_f32(b).is_nan(), "{bits:#x} -> {b:#x}");
         }

@@ -124,7 +124,14 @@ impl Backend {
 ///
 /// # Panics
 /// Panics only if a slice length is inconsistent with the shapes.
-pub fn matmul(x: &[f32], rows: usize, in_dim: usize, w: WeightsRef<'_>, out_dim: usize, y: &mut [f32]) {
+pub fn matmul(
+    x: &[f32],
+    rows: usize,
+    in_dim: usize,
+    w: WeightsRef<'_>,
+    out_dim: usize,
+    y: &mut [f32],
+) {
     matmul_with(Backend::detect(), x, rows, in_dim, w, out_dim, y);
 }
 
@@ -132,7 +139,14 @@ pub fn matmul(x: &[f32], rows: usize, in_dim: usize, w: WeightsRef<'_>, out_dim:
 ///
 /// # Panics
 /// Panics only if a slice length is inconsistent with the shapes.
-pub fn matmul_ref(x: &[f32], rows: usize, in_dim: usize, w: WeightsRef<'_>, out_dim: usize, y: &mut [f32]) {
+pub fn matmul_ref(
+    x: &[f32],
+    rows: usize,
+    in_dim: usize,
+    w: WeightsRef<'_>,
+    out_dim: usize,
+    y: &mut [f32],
+) {
     check_shapes(x, rows, in_dim, w, out_dim, y);
     for s in 0..rows {
         let xs = &x[s * in_dim..(s + 1) * in_dim];
@@ -140,7 +154,10 @@ pub fn matmul_ref(x: &[f32], rows: usize, in_dim: usize, w: WeightsRef<'_>, out_
             let sum: f64 = match w {
                 WeightsRef::Bf16(w) => {
                     let wo = &w[o * in_dim..(o + 1) * in_dim];
-                    xs.iter().zip(wo).map(|(&a, &b)| a as f64 * b.to_f32() as f64).sum()
+                    xs.iter()
+                        .zip(wo)
+                        .map(|(&a, &b)| a as f64 * b.to_f32() as f64)
+                        .sum()
                 }
                 WeightsRef::F32(w) => {
                     let wo = &w[o * in_dim..(o + 1) * in_dim];
@@ -152,14 +169,33 @@ pub fn matmul_ref(x: &[f32], rows: usize, in_dim: usize, w: WeightsRef<'_>, out_
     }
 }
 
-fn check_shapes(x: &[f32], rows: usize, in_dim: usize, w: WeightsRef<'_>, out_dim: usize, y: &[f32]) {
+fn check_shapes(
+    x: &[f32],
+    rows: usize,
+    in_dim: usize,
+    w: WeightsRef<'_>,
+    out_dim: usize,
+    y: &[f32],
+) {
     let w_len = match w {
         WeightsRef::Bf16(w) => w.len(),
         WeightsRef::F32(w) => w.len(),
     };
-    assert_eq!(Some(x.len()), rows.checked_mul(in_dim), "matmul: x must be [rows, in_dim]");
-    assert_eq!(Some(w_len), out_dim.checked_mul(in_dim), "matmul: w must be [out_dim, in_dim]");
-    assert_eq!(Some(y.len()), rows.checked_mul(out_dim), "matmul: y must be [rows, out_dim]");
+    assert_eq!(
+        Some(x.len()),
+        rows.checked_mul(in_dim),
+        "matmul: x must be [rows, in_dim]"
+    );
+    assert_eq!(
+        Some(w_len),
+        out_dim.checked_mul(in_dim),
+        "matmul: w must be [out_dim, in_dim]"
+    );
+    assert_eq!(
+        Some(y.len()),
+        rows.checked_mul(out_dim),
+        "matmul: y must be [rows, out_dim]"
+    );
 }
 
 fn matmul_with(
@@ -180,10 +216,21 @@ fn matmul_with(
 
 /// Weight rows per task: small enough to give every thread several tasks, at most [`MAX_TILE`], a multiple of 4.
 fn tile_rows(out_dim: usize, threads: usize) -> usize {
-    out_dim.div_ceil(8 * threads.max(1)).next_multiple_of(4).clamp(4, MAX_TILE)
+    out_dim
+        .div_ceil(8 * threads.max(1))
+        .next_multiple_of(4)
+        .clamp(4, MAX_TILE)
 }
 
-fn run<E: Weight>(backend: Backend, x: &[f32], rows: usize, in_dim: usize, w: &[E], out_dim: usize, y: &mut [f32]) {
+fn run<E: Weight>(
+    backend: Backend,
+    x: &[f32],
+    rows: usize,
+    in_dim: usize,
+    w: &[E],
+    out_dim: usize,
+    y: &mut [f32],
+) {
     match backend {
         #[cfg(target_arch = "x86_64")]
         Backend::Avx2Fma(k) => run_with(k, x, rows, in_dim, w, out_dim, y),
@@ -191,7 +238,15 @@ fn run<E: Weight>(backend: Backend, x: &[f32], rows: usize, in_dim: usize, w: &[
     }
 }
 
-fn run_with<E: Weight, K: Kernel>(k: K, x: &[f32], rows: usize, in_dim: usize, w: &[E], out_dim: usize, y: &mut [f32]) {
+fn run_with<E: Weight, K: Kernel>(
+    k: K,
+    x: &[f32],
+    rows: usize,
+    in_dim: usize,
+    w: &[E],
+    out_dim: usize,
+    y: &mut [f32],
+) {
     if rows == 0 || out_dim == 0 {
         return;
     }
@@ -200,15 +255,33 @@ fn run_with<E: Weight, K: Kernel>(k: K, x: &[f32], rows: usize, in_dim: usize, w
         return;
     }
     let tile = tile_rows(out_dim, rayon::current_num_threads());
-    let task = |s0: usize, s_len: usize, o0: usize, c: &mut [f32]| k.tile(Tile { x, w, in_dim, s0, s_len, o0 }, c);
+    let task = |s0: usize, s_len: usize, o0: usize, c: &mut [f32]| {
+        k.tile(
+            Tile {
+                x,
+                w,
+                in_dim,
+                s0,
+                s_len,
+                o0,
+            },
+            c,
+        )
+    };
     if rows == 1 {
         // The [o][s] tile layout is y's own layout: write in place.
-        y.par_chunks_mut(tile).enumerate().for_each(|(t, c)| task(0, 1, t * tile, c));
+        y.par_chunks_mut(tile)
+            .enumerate()
+            .for_each(|(t, c)| task(0, 1, t * tile, c));
         return;
     }
     // Tasks write [o][s] tiles into a staging buffer laid out as [input-row block][o][s within block]; every
     // task's region is contiguous there. A final pass transposes into y.
-    let block = if rows <= DECODE_MAX_ROWS { rows } else { PREFILL_ROWS };
+    let block = if rows <= DECODE_MAX_ROWS {
+        rows
+    } else {
+        PREFILL_ROWS
+    };
     let mut buf = vec![0.0f32; rows * out_dim];
     let mut tasks = Vec::new();
     for (b, region) in buf.chunks_mut(block * out_dim).enumerate() {
@@ -218,16 +291,20 @@ fn run_with<E: Weight, K: Kernel>(k: K, x: &[f32], rows: usize, in_dim: usize, w
             tasks.push((s0, s_len, t * tile, c));
         }
     }
-    tasks.into_par_iter().for_each(|(s0, s_len, o0, c)| task(s0, s_len, o0, c));
+    tasks
+        .into_par_iter()
+        .for_each(|(s0, s_len, o0, c)| task(s0, s_len, o0, c));
     let buf = &buf;
-    y.par_chunks_mut(out_dim).enumerate().for_each(|(s, y_row)| {
-        let b = s / block;
-        let s_len = block.min(rows - b * block);
-        let region = &buf[b * block * out_dim..][..s_len * out_dim];
-        for (o, y) in y_row.iter_mut().enumerate() {
-            *y = region[o * s_len + (s - b * block)];
-        }
-    });
+    y.par_chunks_mut(out_dim)
+        .enumerate()
+        .for_each(|(s, y_row)| {
+            let b = s / block;
+            let s_len = block.min(rows - b * block);
+            let region = &buf[b * block * out_dim..][..s_len * out_dim];
+            for (o, y) in y_row.iter_mut().enumerate() {
+                *y = region[o * s_len + (s - b * block)];
+            }
+        });
 }
 
 #[cfg(test)]

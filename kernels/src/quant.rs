@@ -155,25 +155,45 @@ fn blocks(n: usize, block: usize) -> usize {
 ///
 /// # Panics
 /// Panics if `block == 0` or a slice length does not match the shapes.
-pub fn dequant_fp8_blocks(w: &[u8], scale: &[u8], rows: usize, cols: usize, block: usize, out: &mut [f32]) {
+pub fn dequant_fp8_blocks(
+    w: &[u8],
+    scale: &[u8],
+    rows: usize,
+    cols: usize,
+    block: usize,
+    out: &mut [f32],
+) {
     assert!(block > 0, "dequant_fp8_blocks: block must be positive");
-    let n = rows.checked_mul(cols).expect("dequant_fp8_blocks: rows * cols overflows");
+    let n = rows
+        .checked_mul(cols)
+        .expect("dequant_fp8_blocks: rows * cols overflows");
     assert_eq!(w.len(), n, "dequant_fp8_blocks: weight length");
     assert_eq!(out.len(), n, "dequant_fp8_blocks: output length");
     let col_blocks = blocks(cols, block);
-    assert_eq!(scale.len(), blocks(rows, block) * col_blocks, "dequant_fp8_blocks: scale length");
+    assert_eq!(
+        scale.len(),
+        blocks(rows, block) * col_blocks,
+        "dequant_fp8_blocks: scale length"
+    );
     if n == 0 {
         return;
     }
-    out.par_chunks_mut(cols).zip(w.par_chunks(cols)).enumerate().for_each(|(r, (out_row, w_row))| {
-        let scale_row = &scale[(r / block) * col_blocks..][..col_blocks];
-        for ((o, q), &s) in out_row.chunks_mut(block).zip(w_row.chunks(block)).zip(scale_row) {
-            let s = e8m0_to_f32(s);
-            for (o, &q) in o.iter_mut().zip(q) {
-                *o = e4m3_to_f32(q) * s;
+    out.par_chunks_mut(cols)
+        .zip(w.par_chunks(cols))
+        .enumerate()
+        .for_each(|(r, (out_row, w_row))| {
+            let scale_row = &scale[(r / block) * col_blocks..][..col_blocks];
+            for ((o, q), &s) in out_row
+                .chunks_mut(block)
+                .zip(w_row.chunks(block))
+                .zip(scale_row)
+            {
+                let s = e8m0_to_f32(s);
+                for (o, &q) in o.iter_mut().zip(q) {
+                    *o = e4m3_to_f32(q) * s;
+                }
             }
-        }
-    });
+        });
 }
 
 /// Dequantizes an FP4 E2M1 weight packed `[rows, cols / 2]` (byte `k` of a row holds logical column `2k` in its
@@ -184,29 +204,45 @@ pub fn dequant_fp8_blocks(w: &[u8], scale: &[u8], rows: usize, cols: usize, bloc
 ///
 /// # Panics
 /// Panics if `group == 0`, `cols` is odd, or a slice length does not match the shapes.
-pub fn dequant_fp4_groups(w: &[u8], scale: &[u8], rows: usize, cols: usize, group: usize, out: &mut [f32]) {
+pub fn dequant_fp4_groups(
+    w: &[u8],
+    scale: &[u8],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    out: &mut [f32],
+) {
     assert!(group > 0, "dequant_fp4_groups: group must be positive");
     assert!(cols % 2 == 0, "dequant_fp4_groups: cols must be even");
-    let n = rows.checked_mul(cols).expect("dequant_fp4_groups: rows * cols overflows");
+    let n = rows
+        .checked_mul(cols)
+        .expect("dequant_fp4_groups: rows * cols overflows");
     assert_eq!(w.len(), n / 2, "dequant_fp4_groups: packed weight length");
     assert_eq!(out.len(), n, "dequant_fp4_groups: output length");
     let groups = blocks(cols, group);
-    assert_eq!(scale.len(), rows * groups, "dequant_fp4_groups: scale length");
+    assert_eq!(
+        scale.len(),
+        rows * groups,
+        "dequant_fp4_groups: scale length"
+    );
     if n == 0 {
         return;
     }
-    out.par_chunks_mut(cols).zip(w.par_chunks(cols / 2)).enumerate().for_each(|(r, (out_row, w_row))| {
-        let scale_row = &scale[r * groups..][..groups];
-        for (g, o) in out_row.chunks_mut(group).enumerate() {
-            let s = e8m0_to_f32(scale_row[g]);
-            let c0 = g * group;
-            for (j, o) in o.iter_mut().enumerate() {
-                let c = c0 + j;
-                let nibble = w_row[c / 2] >> ((c & 1) * 4);
-                *o = e2m1_to_f32(nibble) * s;
+    out.par_chunks_mut(cols)
+        .zip(w.par_chunks(cols / 2))
+        .enumerate()
+        .for_each(|(r, (out_row, w_row))| {
+            let scale_row = &scale[r * groups..][..groups];
+            for (g, o) in out_row.chunks_mut(group).enumerate() {
+                let s = e8m0_to_f32(scale_row[g]);
+                let c0 = g * group;
+                for (j, o) in o.iter_mut().enumerate() {
+                    let c = c0 + j;
+                    let nibble = w_row[c / 2] >> ((c & 1) * 4);
+                    *o = e2m1_to_f32(nibble) * s;
+                }
             }
-        }
-    });
+        });
 }
 
 /// The E8M0 exponent `k` of the smallest power of two with `amax / 2^k <= max_code`, clamped to the E8M0 range
@@ -251,21 +287,35 @@ fn abs_max<'a>(values: impl Iterator<Item = &'a f32>) -> f32 {
 /// Panics if `block == 0` or `w.len() != rows * cols`.
 pub fn quant_fp8_blocks(w: &[f32], rows: usize, cols: usize, block: usize) -> (Vec<u8>, Vec<u8>) {
     assert!(block > 0, "quant_fp8_blocks: block must be positive");
-    assert_eq!(Some(w.len()), rows.checked_mul(cols), "quant_fp8_blocks: weight length");
+    assert_eq!(
+        Some(w.len()),
+        rows.checked_mul(cols),
+        "quant_fp8_blocks: weight length"
+    );
     let (row_blocks, col_blocks) = (blocks(rows, block), blocks(cols, block));
     let mut exps = vec![-127i32; row_blocks * col_blocks];
     for rb in 0..row_blocks {
         for cb in 0..col_blocks {
             let (c0, c1) = (cb * block, ((cb + 1) * block).min(cols));
             let rows_in = rb * block..((rb + 1) * block).min(rows);
-            let amax = rows_in.map(|r| abs_max(w[r * cols + c0..r * cols + c1].iter())).fold(0.0f32, f32::max);
+            let amax = rows_in
+                .map(|r| abs_max(w[r * cols + c0..r * cols + c1].iter()))
+                .fold(0.0f32, f32::max);
             exps[rb * col_blocks + cb] = scale_exponent(amax, E4M3_MAX);
         }
     }
     let mut q = vec![0u8; w.len()];
-    for (r, (q_row, w_row)) in q.chunks_mut(cols.max(1)).zip(w.chunks(cols.max(1))).enumerate() {
+    for (r, (q_row, w_row)) in q
+        .chunks_mut(cols.max(1))
+        .zip(w.chunks(cols.max(1)))
+        .enumerate()
+    {
         let exp_row = &exps[(r / block) * col_blocks..][..col_blocks];
-        for ((q, x), &k) in q_row.chunks_mut(block).zip(w_row.chunks(block)).zip(exp_row) {
+        for ((q, x), &k) in q_row
+            .chunks_mut(block)
+            .zip(w_row.chunks(block))
+            .zip(exp_row)
+        {
             for (q, &x) in q.iter_mut().zip(x) {
                 *q = f32_to_e4m3(unscale(x, k));
             }
@@ -284,7 +334,11 @@ pub fn quant_fp8_blocks(w: &[f32], rows: usize, cols: usize, block: usize) -> (V
 pub fn quant_fp4_groups(w: &[f32], rows: usize, cols: usize, group: usize) -> (Vec<u8>, Vec<u8>) {
     assert!(group > 0, "quant_fp4_groups: group must be positive");
     assert!(cols % 2 == 0, "quant_fp4_groups: cols must be even");
-    assert_eq!(Some(w.len()), rows.checked_mul(cols), "quant_fp4_groups: weight length");
+    assert_eq!(
+        Some(w.len()),
+        rows.checked_mul(cols),
+        "quant_fp4_groups: weight length"
+    );
     let groups = blocks(cols, group);
     let mut packed = vec![0u8; w.len() / 2];
     let mut scales = vec![0u8; rows * groups];

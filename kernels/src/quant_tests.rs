@@ -6,7 +6,11 @@ fn e4m3_formula(b: u8) -> f64 {
     let s = if b & 0x80 != 0 { -1.0 } else { 1.0 };
     let e = ((b >> 3) & 0xF) as i32;
     let m = (b & 7) as f64;
-    if e == 0 { s * 2f64.powi(-6) * (m / 8.0) } else { s * 2f64.powi(e - 7) * (1.0 + m / 8.0) }
+    if e == 0 {
+        s * 2f64.powi(-6) * (m / 8.0)
+    } else {
+        s * 2f64.powi(e - 7) * (1.0 + m / 8.0)
+    }
 }
 
 #[test]
@@ -172,7 +176,11 @@ fn fp8_dequant_hand_built() {
     let block_of = |r: usize, c: usize| scale[(r / 2) * 3 + c / 2];
     for r in 0..3 {
         for c in 0..5 {
-            assert_eq!(out[r * 5 + c], v(w[r * 5 + c]) * s(block_of(r, c)), "({r}, {c})");
+            assert_eq!(
+                out[r * 5 + c],
+                v(w[r * 5 + c]) * s(block_of(r, c)),
+                "({r}, {c})"
+            );
         }
     }
     // Spot checks written out by hand.
@@ -192,20 +200,32 @@ fn fp4_dequant_nibble_order() {
     let scale = vec![127, 128, 126, 127]; // row 0: x1, x2 ; row 1: x0.5, x1
     let mut out = vec![f32::NAN; 12];
     dequant_fp4_groups(&w, &scale, 2, 6, 4, &mut out);
-    assert_eq!(out, vec![0.5, 1.0, 1.5, -2.0, 6.0, -12.0, 3.0, 0.0, -0.25, 2.0, -1.0, 2.0]);
+    assert_eq!(
+        out,
+        vec![
+            0.5, 1.0, 1.5, -2.0, 6.0, -12.0, 3.0, 0.0, -0.25, 2.0, -1.0, 2.0
+        ]
+    );
 }
 
 #[test]
 fn fp8_quant_round_trip_exact() {
     let mut rng = Rng::new(7);
-    for &(rows, cols, block) in &[(3usize, 5usize, 2usize), (130, 257, 128), (1, 1, 128), (16, 33, 8)] {
+    for &(rows, cols, block) in &[
+        (3usize, 5usize, 2usize),
+        (130, 257, 128),
+        (1, 1, 128),
+        (16, 33, 8),
+    ] {
         let (rb, cb) = (rows.div_ceil(block), cols.div_ceil(block));
         let scales: Vec<u8> = (0..rb * cb).map(|_| 100 + rng.below(50) as u8).collect();
         let codes: Vec<u8> = (0..rows * cols)
-            .map(|_| loop {
-                let b = rng.below(256) as u8;
-                if b & 0x7F != 0x7F {
-                    break b;
+            .map(|_| {
+                loop {
+                    let b = rng.below(256) as u8;
+                    if b & 0x7F != 0x7F {
+                        break b;
+                    }
                 }
             })
             .collect();
@@ -246,9 +266,16 @@ fn fp8_quant_scale_choice() {
 #[test]
 fn fp4_quant_round_trip_exact() {
     let mut rng = Rng::new(11);
-    for &(rows, cols, group) in &[(2usize, 6usize, 4usize), (5, 64, 32), (3, 98, 32), (1, 2, 32)] {
+    for &(rows, cols, group) in &[
+        (2usize, 6usize, 4usize),
+        (5, 64, 32),
+        (3, 98, 32),
+        (1, 2, 32),
+    ] {
         let groups = cols.div_ceil(group);
-        let scales: Vec<u8> = (0..rows * groups).map(|_| 110 + rng.below(30) as u8).collect();
+        let scales: Vec<u8> = (0..rows * groups)
+            .map(|_| 110 + rng.below(30) as u8)
+            .collect();
         let packed: Vec<u8> = (0..rows * cols / 2).map(|_| rng.below(256) as u8).collect();
         let mut x = vec![0.0; rows * cols];
         dequant_fp4_groups(&packed, &scales, rows, cols, group, &mut x);
@@ -282,7 +309,10 @@ fn quant_dequant_error_is_bounded() {
     let mut y = vec![0.0; rows * cols];
     dequant_fp8_blocks(&q, &s, rows, cols, 128, &mut y);
     for (a, b) in x.iter().zip(&y) {
-        assert!((a - b).abs() <= a.abs() / 16.0 + 2f32.powi(-17), "{a} vs {b}");
+        assert!(
+            (a - b).abs() <= a.abs() / 16.0 + 2f32.powi(-17),
+            "{a} vs {b}"
+        );
     }
     let (q, s) = quant_fp4_groups(&x, rows, cols, 32);
     let mut y = vec![0.0; rows * cols];

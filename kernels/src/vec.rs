@@ -79,12 +79,20 @@ mod x86 {
             while i + 32 <= n {
                 for (j, acc) in acc.iter_mut().enumerate() {
                     let k = i + 8 * j;
-                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)), *acc);
+                    *acc = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(pa.add(k)),
+                        _mm256_loadu_ps(pb.add(k)),
+                        *acc,
+                    );
                 }
                 i += 32;
             }
             while i + 8 <= n {
-                acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+                acc[0] = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(pa.add(i)),
+                    _mm256_loadu_ps(pb.add(i)),
+                    acc[0],
+                );
                 i += 8;
             }
         }
@@ -130,9 +138,16 @@ mod tests {
             let a = rng.vec_f32(n);
             let b = rng.vec_f32(n);
             let exact: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
-            let mag: f64 = a.iter().zip(&b).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum();
+            let mag: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| (x as f64 * y as f64).abs())
+                .sum();
             for got in [dot(&a, &b), dot_scalar(&a, &b)] {
-                assert!((got as f64 - exact).abs() <= 1e-5 * mag + 1e-30, "n={n}: {got} vs {exact}");
+                assert!(
+                    (got as f64 - exact).abs() <= 1e-5 * mag + 1e-30,
+                    "n={n}: {got} vs {exact}"
+                );
             }
         }
     }
@@ -147,7 +162,10 @@ mod tests {
             axpy(&mut y, 0.75, &x);
             for k in 0..n {
                 let exact = y0[k] as f64 + 0.75 * x[k] as f64;
-                assert!((y[k] as f64 - exact).abs() <= 1e-6 * (exact.abs() + 1.0), "n={n} k={k}");
+                assert!(
+                    (y[k] as f64 - exact).abs() <= 1e-6 * (exact.abs() + 1.0),
+                    "n={n} k={k}"
+                );
             }
         }
     }

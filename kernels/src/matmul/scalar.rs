@@ -8,7 +8,11 @@ use super::tile::Kernel;
 pub(super) struct Scalar;
 
 impl Kernel for Scalar {
-    fn block<E: Weight, const W: usize, const R: usize>(self, w: [&[E]; W], x: [&[f32]; R]) -> [[f32; R]; W] {
+    fn block<E: Weight, const W: usize, const R: usize>(
+        self,
+        w: [&[E]; W],
+        x: [&[f32]; R],
+    ) -> [[f32; R]; W] {
         std::array::from_fn(|a| std::array::from_fn(|r| dot(w[a], x[r])))
     }
 }

@@ -26,7 +26,15 @@ fn case(rng: &mut Rng, rows: usize, in_dim: usize, out_dim: usize) -> Case {
 }
 
 /// Checks `y` against the f64 reference with a tolerance relative to `sum_i |x_i w_i|` (the dot's condition).
-fn check_close(y: &[f32], c: &Case, w: WeightsRef<'_>, rows: usize, in_dim: usize, out_dim: usize, what: &str) {
+fn check_close(
+    y: &[f32],
+    c: &Case,
+    w: WeightsRef<'_>,
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+    what: &str,
+) {
     let mut want = vec![0.0f32; rows * out_dim];
     matmul_ref(&c.x, rows, in_dim, w, out_dim, &mut want);
     for s in 0..rows {
@@ -35,7 +43,9 @@ fn check_close(y: &[f32], c: &Case, w: WeightsRef<'_>, rows: usize, in_dim: usiz
                 WeightsRef::Bf16(w) => w[o * in_dim + i].to_f32(),
                 WeightsRef::F32(w) => w[o * in_dim + i],
             };
-            let mag: f64 = (0..in_dim).map(|i| (c.x[s * in_dim + i] as f64 * w_at(i) as f64).abs()).sum();
+            let mag: f64 = (0..in_dim)
+                .map(|i| (c.x[s * in_dim + i] as f64 * w_at(i) as f64).abs())
+                .sum();
             let (got, exp) = (y[s * out_dim + o] as f64, want[s * out_dim + o] as f64);
             assert!(
                 (got - exp).abs() <= 1e-5 * mag + 1e-30,
@@ -48,7 +58,8 @@ fn check_close(y: &[f32], c: &Case, w: WeightsRef<'_>, rows: usize, in_dim: usiz
 #[test]
 fn matches_reference_on_odd_shapes() {
     let mut rng = Rng::new(42);
-    for &in_dim in &[1usize, 7, 33, 128, 515] {
+    // 2 * KC + 25: two full i-blocks, then a 16-step, a leftover 8-chunk and a 1-element tail.
+    for &in_dim in &[1usize, 7, 33, 128, 515, 2 * KC + 25] {
         for &out_dim in &[1usize, 3, 64, 129] {
             for &rows in &[1usize, 2, 5, 8, 37] {
                 let c = case(&mut rng, rows, in_dim, out_dim);
@@ -77,7 +88,11 @@ fn public_entry_point_matches_reference() {
 
 /// Runs `f` on a fresh rayon pool with `threads` threads.
 fn on_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -87,16 +102,25 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn batch_and_single_rows_are_bit_identical() {
     let mut rng = Rng::new(9);
-    // 150 rows spans several prefill row blocks; 1043 = 4 full i-blocks plus an 8-chunk and a 3-element tail.
+    // 150 rows spans several prefill row blocks; 2 * KC + 27 = two full i-blocks, a 16-step, an 8-chunk and a
+    // 3-element tail.
     let rows = 150;
-    for &(in_dim, out_dim) in &[(1043usize, 129usize), (515, 67), (16, 5)] {
+    for &(in_dim, out_dim) in &[(2 * KC + 27, 129usize), (515, 67), (16, 5)] {
         let c = case(&mut rng, rows, in_dim, out_dim);
         for backend in backends() {
             for w in [WeightsRef::Bf16(&c.w_bf16), WeightsRef::F32(&c.w_f32)] {
                 let run = |threads: usize, s0: usize, n: usize| {
                     on_pool(threads, || {
                         let mut y = vec![f32::NAN; n * out_dim];
-                        matmul_with(backend, &c.x[s0 * in_dim..(s0 + n) * in_dim], n, in_dim, w, out_dim, &mut y);
+                        matmul_with(
+                            backend,
+                            &c.x[s0 * in_dim..(s0 + n) * in_dim],
+                            n,
+                            in_dim,
+                            w,
+                            out_dim,
+                            &mut y,
+                        );
                         bits(&y)
                     })
                 };
@@ -110,10 +134,24 @@ fn batch_and_single_rows_are_bit_identical() {
                     assert_eq!(run(threads, 0, rows), full, "{backend:?} {threads} threads");
                 }
                 // Sub-batches at various offsets and sizes (decode and prefill schedules).
-                for &(s0, n) in &[(0, 8), (5, 8), (3, 2), (17, 5), (40, 37), (1, 9), (10, 100), (7, 64), (0, 65)] {
+                for &(s0, n) in &[
+                    (0, 8),
+                    (5, 8),
+                    (3, 2),
+                    (17, 5),
+                    (40, 37),
+                    (1, 9),
+                    (10, 100),
+                    (7, 64),
+                    (0, 65),
+                ] {
                     for threads in [1, 2] {
                         let got = run(threads, s0, n);
-                        assert_eq!(got, full[s0 * out_dim..(s0 + n) * out_dim], "{backend:?} rows {s0}..+{n}");
+                        assert_eq!(
+                            got,
+                            full[s0 * out_dim..(s0 + n) * out_dim],
+                            "{backend:?} rows {s0}..+{n}"
+                        );
                     }
                 }
             }

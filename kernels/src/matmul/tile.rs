@@ -20,7 +20,11 @@ pub(super) struct Tile<'a, E> {
 pub(super) trait Kernel: Copy + Send + Sync {
     /// `out[a][r] = dot(w[a], x[r])` over one `i`-block (all slices of one common length, at most `KC`).
     /// Supported shapes: `W <= 4` with `R = 1`, and `W <= 2` with `R <= 3`.
-    fn block<E: Weight, const W: usize, const R: usize>(self, w: [&[E]; W], x: [&[f32]; R]) -> [[f32; R]; W];
+    fn block<E: Weight, const W: usize, const R: usize>(
+        self,
+        w: [&[E]; W],
+        x: [&[f32]; R],
+    ) -> [[f32; R]; W];
 
     /// Computes a tile into `c` (laid out `[o - o0][s - s0]`, `c.len() / s_len` weight rows). Backends override
     /// this to compile the tile loops, with the kernel inlined, under their target features.

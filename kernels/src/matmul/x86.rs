@@ -12,13 +12,18 @@ pub(super) struct Avx2Fma {
 
 impl Avx2Fma {
     pub(super) fn detect() -> Option<Avx2Fma> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2Fma { _private: () })
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+            .then_some(Avx2Fma { _private: () })
     }
 }
 
 impl Kernel for Avx2Fma {
     #[inline(always)]
-    fn block<E: Weight, const W: usize, const R: usize>(self, w: [&[E]; W], x: [&[f32]; R]) -> [[f32; R]; W] {
+    fn block<E: Weight, const W: usize, const R: usize>(
+        self,
+        w: [&[E]; W],
+        x: [&[f32]; R],
+    ) -> [[f32; R]; W] {
         // SAFETY: an `Avx2Fma` exists only if AVX2 and FMA were detected.
         unsafe { block(w, x) }
     }

@@ -54,7 +54,12 @@ pub struct AttnTrace {
 }
 
 impl Attention {
-    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, prefix: &str, kind: AttnKind) -> Result<Self, LoadError> {
+    pub fn load(
+        w: &WeightLoader<'_>,
+        cfg: &ModelConfig,
+        prefix: &str,
+        kind: AttnKind,
+    ) -> Result<Self, LoadError> {
         let (d, h, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim);
         let (g, r) = (cfg.o_groups, cfg.o_lora_rank);
         let wo_a = w.matrix(&format!("{prefix}.wo_a.weight"), g * r, h * hd / g)?;
@@ -69,7 +74,9 @@ impl Attention {
             )?),
         };
         let indexer = match kind {
-            AttnKind::Csa { ratio } => Some(Indexer::load(w, cfg, &format!("{prefix}.indexer"), ratio)?),
+            AttnKind::Csa { ratio } => {
+                Some(Indexer::load(w, cfg, &format!("{prefix}.indexer"), ratio)?)
+            }
             _ => None,
         };
         Ok(Self {
@@ -131,15 +138,19 @@ impl Attention {
         let mut qr = self.wq_a.forward(x, rows);
         rms_norm_rows(&mut qr, &self.q_norm, self.eps);
         let mut q = self.wq_b.forward(&qr, rows);
-        q.par_chunks_mut(h * hd).zip(&positions).for_each(|(qt, &pos)| {
-            for head in qt.chunks_exact_mut(hd) {
-                rms_norm_unweighted(head, self.eps);
-                rope.apply(head, pos, false);
-            }
-        });
+        q.par_chunks_mut(h * hd)
+            .zip(&positions)
+            .for_each(|(qt, &pos)| {
+                for head in qt.chunks_exact_mut(hd) {
+                    rms_norm_unweighted(head, self.eps);
+                    rope.apply(head, pos, false);
+                }
+            });
         let mut kv = self.wkv.forward(x, rows);
         rms_norm_rows(&mut kv, &self.kv_norm, self.eps);
-        kv.par_chunks_mut(hd).zip(&positions).for_each(|(k, &pos)| rope.apply(k, pos, false));
+        kv.par_chunks_mut(hd)
+            .zip(&positions)
+            .for_each(|(k, &pos)| rope.apply(k, pos, false));
 
         // Compressed entries first: a query may read the entries its own chunk completes.
         if let Some(comp) = &self.compressor {
@@ -147,14 +158,18 @@ impl Attention {
             let cz = comp.wgate.forward(x, rows);
             let width = comp.width();
             for (span, cache) in spans.iter().zip(caches.iter_mut()) {
-                let state = cache.compressor.as_mut().expect("compressed layer has compressor state");
+                let state = cache
+                    .compressor
+                    .as_mut()
+                    .expect("compressed layer has compressor state");
                 let r = span.row * width..(span.row + span.len) * width;
                 comp.push(state, &ck[r.clone()], &cz[r], span.pos, rope, self.eps);
             }
         }
-        let picks = self.indexer.as_ref().map(|idx| {
-            idx.select(x, &qr, spans, caches, &positions, rope, self.eps)
-        });
+        let picks = self
+            .indexer
+            .as_ref()
+            .map(|idx| idx.select(x, &qr, spans, caches, &positions, rope, self.eps));
         if let (Some(t), Some(p)) = (trace.as_deref_mut(), &picks) {
             let k = self.indexer.as_ref().map_or(0, |i| i.topk);
             t.indexer_topk = p
@@ -169,7 +184,11 @@ impl Attention {
 
         // Core attention, one query row at a time (rows of all sequences in parallel).
         let mut o = vec![0f32; rows * h * hd];
-        let row_seq: Vec<usize> = spans.iter().enumerate().flat_map(|(i, s)| std::iter::repeat_n(i, s.len)).collect();
+        let row_seq: Vec<usize> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| std::iter::repeat_n(i, s.len))
+            .collect();
         {
             let caches_ro: Vec<&LayerCache> = caches.iter().map(|c| &**c).collect();
             o.par_chunks_mut(h * hd).enumerate().for_each(|(row, out)| {
@@ -185,7 +204,12 @@ impl Attention {
                     });
                 }
                 if let Some(state) = &cache.compressor {
-                    self.compressed_keys(state, t, picks.as_ref().map(|p| p[row].as_slice()), &mut keys);
+                    self.compressed_keys(
+                        state,
+                        t,
+                        picks.as_ref().map(|p| p[row].as_slice()),
+                        &mut keys,
+                    );
                 }
                 let qt = &q[row * h * hd..(row + 1) * h * hd];
                 attend(qt, &keys, &self.sink, hd, out);
@@ -205,7 +229,13 @@ impl Attention {
     }
 
     /// Compressed entries visible to the query at position `t`.
-    fn compressed_keys<'a>(&self, state: &'a CompressorState, t: usize, picks: Option<&[usize]>, keys: &mut Vec<&'a [f32]>) {
+    fn compressed_keys<'a>(
+        &self,
+        state: &'a CompressorState,
+        t: usize,
+        picks: Option<&[usize]>,
+        keys: &mut Vec<&'a [f32]>,
+    ) {
         let hd = self.head_dim;
         match (self.kind, picks) {
             (AttnKind::Csa { .. }, Some(sel)) => {
@@ -234,7 +264,8 @@ impl Attention {
             }
             wo.forward_into(&og, rows, &mut zg);
             for t in 0..rows {
-                z[t * g * r + gi * r..t * g * r + (gi + 1) * r].copy_from_slice(&zg[t * r..(t + 1) * r]);
+                z[t * g * r + gi * r..t * g * r + (gi + 1) * r]
+                    .copy_from_slice(&zg[t * r..(t + 1) * r]);
             }
         }
         self.wo_b.forward(&z, rows)

@@ -14,7 +14,11 @@ pub struct WindowRing {
 
 impl WindowRing {
     pub fn new(window: usize, width: usize) -> Self {
-        Self { window, width, buf: Vec::new() }
+        Self {
+            window,
+            width,
+            buf: Vec::new(),
+        }
     }
 
     /// The vector stored for position `pos` (valid for the last `window` positions written).

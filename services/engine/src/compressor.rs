@@ -71,10 +71,18 @@ impl Compressor {
         eps: f32,
     ) {
         let width = self.width();
-        for (j, (k, z)) in kv.chunks_exact(width).zip(gate.chunks_exact(width)).enumerate() {
+        for (j, (k, z)) in kv
+            .chunks_exact(width)
+            .zip(gate.chunks_exact(width))
+            .enumerate()
+        {
             let pos = first_pos + j;
             let slot = pos % self.ratio;
-            debug_assert_eq!(slot * width, state.cur_kv.len(), "compressor fed out of order");
+            debug_assert_eq!(
+                slot * width,
+                state.cur_kv.len(),
+                "compressor fed out of order"
+            );
             state.cur_kv.extend_from_slice(k);
             let ape = &self.ape[slot * width..(slot + 1) * width];
             state.cur_gate.extend(z.iter().zip(ape).map(|(z, a)| z + a));
@@ -121,8 +129,12 @@ impl Compressor {
             state.prev_kv.clear();
             state.prev_gate.clear();
             for s in 0..m {
-                state.prev_kv.extend_from_slice(&state.cur_kv[s * width..s * width + c]);
-                state.prev_gate.extend_from_slice(&state.cur_gate[s * width..s * width + c]);
+                state
+                    .prev_kv
+                    .extend_from_slice(&state.cur_kv[s * width..s * width + c]);
+                state
+                    .prev_gate
+                    .extend_from_slice(&state.cur_gate[s * width..s * width + c]);
             }
         }
         state.cur_kv.clear();

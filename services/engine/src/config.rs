@@ -12,10 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {err}")]
-    Io {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: invalid config.json: {err}")]
     Parse {
         path: PathBuf,
@@ -48,7 +45,10 @@ pub struct RopeScaling {
 impl RopeScaling {
     /// The scaling type (`yarn` when neither key is given).
     pub fn kind(&self) -> &str {
-        self.kind.as_deref().or(self.rope_type.as_deref()).unwrap_or("yarn")
+        self.kind
+            .as_deref()
+            .or(self.rope_type.as_deref())
+            .unwrap_or("yarn")
     }
 }
 fn default_beta_fast() -> f64 {
@@ -244,7 +244,10 @@ impl ModelConfig {
         if self.num_key_value_heads != 1 {
             return Err(bad(
                 "num_key_value_heads",
-                format!("DeepSeek-V4 uses one shared K=V head, found {}", self.num_key_value_heads),
+                format!(
+                    "DeepSeek-V4 uses one shared K=V head, found {}",
+                    self.num_key_value_heads
+                ),
             ));
         }
         if self.qk_rope_head_dim == 0
@@ -311,7 +314,10 @@ impl ModelConfig {
         if self.scoring_func != "sqrtsoftplus" {
             return Err(bad(
                 "scoring_func",
-                format!("only \"sqrtsoftplus\" is supported, found {:?}", self.scoring_func),
+                format!(
+                    "only \"sqrtsoftplus\" is supported, found {:?}",
+                    self.scoring_func
+                ),
             ));
         }
         if self.hidden_act != "silu" {

@@ -37,7 +37,12 @@ pub struct Generation {
 
 /// Prefill `prompt` into `cache` in chunks of `chunk` tokens (0 = all at once) and return
 /// the logits of the last prompt position.
-pub fn prefill(model: &Model, cache: &mut SequenceCache, prompt: &[u32], chunk: usize) -> Result<Vec<f32>, GenerateError> {
+pub fn prefill(
+    model: &Model,
+    cache: &mut SequenceCache,
+    prompt: &[u32],
+    chunk: usize,
+) -> Result<Vec<f32>, GenerateError> {
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
@@ -45,7 +50,11 @@ pub fn prefill(model: &Model, cache: &mut SequenceCache, prompt: &[u32], chunk: 
     let mut last = Vec::new();
     let n_chunks = prompt.len().div_ceil(chunk);
     for (i, part) in prompt.chunks(chunk).enumerate() {
-        let mode = if i + 1 == n_chunks { Logits::Last } else { Logits::None };
+        let mode = if i + 1 == n_chunks {
+            Logits::Last
+        } else {
+            Logits::None
+        };
         let mut out = model.forward(&mut [(&mut *cache, part)], mode, false)?;
         last = std::mem::take(&mut out.logits[0]);
     }
@@ -67,7 +76,11 @@ pub fn generate(
     let mut step_logits = Vec::new();
     loop {
         if opts.stop.max_new_tokens == 0 {
-            return Ok(Generation { tokens, stop: StopReason::Length, step_logits });
+            return Ok(Generation {
+                tokens,
+                stop: StopReason::Length,
+                step_logits,
+            });
         }
         let next = sampler.sample(&logits);
         if opts.keep_logits {
@@ -76,7 +89,11 @@ pub fn generate(
         tokens.push(next);
         on_token(next);
         if let Some(stop) = opts.stop.check(next, tokens.len()) {
-            return Ok(Generation { tokens, stop, step_logits });
+            return Ok(Generation {
+                tokens,
+                stop,
+                step_logits,
+            });
         }
         let mut out = model.forward(&mut [(&mut cache, &[next][..])], Logits::Last, false)?;
         logits = std::mem::take(&mut out.logits[0]);
@@ -104,10 +121,18 @@ pub fn generate_batch(
         sampler.observe_prompt(p);
         let mut cache = model.new_cache();
         let logits = prefill(model, &mut cache, p, opts.chunk)?;
-        live.push(Live { cache, sampler, logits, done: None, out: Vec::new(), step_logits: Vec::new() });
+        live.push(Live {
+            cache,
+            sampler,
+            logits,
+            done: None,
+            out: Vec::new(),
+            step_logits: Vec::new(),
+        });
     }
     if opts.stop.max_new_tokens == 0 {
-        live.iter_mut().for_each(|l| l.done = Some(StopReason::Length));
+        live.iter_mut()
+            .for_each(|l| l.done = Some(StopReason::Length));
     }
     while live.iter().any(|l| l.done.is_none()) {
         let mut next_ids = Vec::new();
@@ -124,9 +149,16 @@ pub fn generate_batch(
         }
         let mut batch: Vec<(&mut SequenceCache, &[u32])> = Vec::new();
         let mut which = Vec::new();
-        for (i, l) in live.iter_mut().enumerate().filter(|(_, l)| l.done.is_none()) {
+        for (i, l) in live
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, l)| l.done.is_none())
+        {
             which.push(i);
-            batch.push((&mut l.cache, std::slice::from_ref(&next_ids[which.len() - 1])));
+            batch.push((
+                &mut l.cache,
+                std::slice::from_ref(&next_ids[which.len() - 1]),
+            ));
         }
         if batch.is_empty() {
             break;
@@ -138,6 +170,10 @@ pub fn generate_batch(
     }
     Ok(live
         .into_iter()
-        .map(|l| Generation { tokens: l.out, stop: l.done.unwrap_or(StopReason::Length), step_logits: l.step_logits })
+        .map(|l| Generation {
+            tokens: l.out,
+            stop: l.done.unwrap_or(StopReason::Length),
+            step_logits: l.step_logits,
+        })
         .collect())
 }

@@ -28,12 +28,27 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, prefix: &str, ratio: usize) -> Result<Self, LoadError> {
+    pub fn load(
+        w: &WeightLoader<'_>,
+        cfg: &ModelConfig,
+        prefix: &str,
+        ratio: usize,
+    ) -> Result<Self, LoadError> {
         let (ih, id) = (cfg.index_n_heads, cfg.index_head_dim);
         Ok(Self {
-            compressor: Compressor::load(w, &format!("{prefix}.compressor"), ratio, id, cfg.hidden_size)?,
+            compressor: Compressor::load(
+                w,
+                &format!("{prefix}.compressor"),
+                ratio,
+                id,
+                cfg.hidden_size,
+            )?,
             wq_b: w.matrix(&format!("{prefix}.wq_b.weight"), ih * id, cfg.q_lora_rank)?,
-            weights_proj: w.matrix(&format!("{prefix}.weights_proj.weight"), ih, cfg.hidden_size)?,
+            weights_proj: w.matrix(
+                &format!("{prefix}.weights_proj.weight"),
+                ih,
+                cfg.hidden_size,
+            )?,
             heads: ih,
             head_dim: id,
             topk: cfg.index_topk,
@@ -42,7 +57,10 @@ impl Indexer {
     }
 
     pub fn weight_bytes(&self) -> usize {
-        self.wq_b.bytes() + self.weights_proj.bytes() + self.compressor.wkv.bytes() + self.compressor.wgate.bytes()
+        self.wq_b.bytes()
+            + self.weights_proj.bytes()
+            + self.compressor.wkv.bytes()
+            + self.compressor.wgate.bytes()
     }
 
     /// Extend every sequence's indexer keys with this call's tokens, then pick, for each
@@ -86,7 +104,13 @@ impl Indexer {
             .collect();
         let keys: Vec<&[f32]> = caches
             .iter()
-            .map(|c| c.indexer.as_ref().expect("indexer state").entries.as_slice())
+            .map(|c| {
+                c.indexer
+                    .as_ref()
+                    .expect("indexer state")
+                    .entries
+                    .as_slice()
+            })
             .collect();
         (0..rows)
             .into_par_iter()
@@ -118,7 +142,10 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
             (true, true) => a.cmp(&b),
             (true, false) => Ordering::Greater,
             (false, true) => Ordering::Less,
-            _ => sb.partial_cmp(&sa).unwrap_or(Ordering::Equal).then(a.cmp(&b)),
+            _ => sb
+                .partial_cmp(&sa)
+                .unwrap_or(Ordering::Equal)
+                .then(a.cmp(&b)),
         }
     };
     let mut idx: Vec<usize> = (0..scores.len()).collect();

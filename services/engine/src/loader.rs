@@ -17,10 +17,7 @@ use safetensors::{Dtype, SafeTensors};
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {err}")]
-    Io {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: invalid index: {message}")]
     Index { path: PathBuf, message: String },
     #[error("{path}: corrupt or truncated safetensors shard: {message}")]
@@ -166,11 +163,10 @@ impl Checkpoint {
                 path: index_path.clone(),
                 err,
             })?;
-            let index: IndexFile =
-                serde_json::from_str(&text).map_err(|e| LoadError::Index {
-                    path: index_path.clone(),
-                    message: e.to_string(),
-                })?;
+            let index: IndexFile = serde_json::from_str(&text).map_err(|e| LoadError::Index {
+                path: index_path.clone(),
+                message: e.to_string(),
+            })?;
             let mut names: Vec<String> = index.weight_map.values().cloned().collect();
             names.sort();
             names.dedup();
@@ -213,7 +209,9 @@ impl Checkpoint {
                 if !tensors.contains_key(tname) {
                     return Err(LoadError::Shard {
                         path: dir.join(file),
-                        message: format!("the index lists tensor `{tname}` but the shard does not contain it"),
+                        message: format!(
+                            "the index lists tensor `{tname}` but the shard does not contain it"
+                        ),
                     });
                 }
             }
@@ -261,7 +259,10 @@ impl Checkpoint {
 
     /// Total bytes of tensor data.
     pub fn data_bytes(&self) -> u64 {
-        self.tensors.values().map(|t| (t.end - t.start) as u64).sum()
+        self.tensors
+            .values()
+            .map(|t| (t.end - t.start) as u64)
+            .sum()
     }
 }
 

@@ -74,7 +74,10 @@ impl HcSite {
                         *o += pre * v;
                     }
                 }
-                for (c, (&mu, &b)) in comb.iter_mut().zip(mu[2 * n..].iter().zip(&self.base[2 * n..])) {
+                for (c, (&mu, &b)) in comb
+                    .iter_mut()
+                    .zip(mu[2 * n..].iter().zip(&self.base[2 * n..]))
+                {
                     *c = mu * s_comb + b;
                 }
                 sinkhorn(comb, n, dims.hc_eps, dims.sinkhorn_iters);
@@ -184,7 +187,10 @@ mod tests {
         for j in 0..4 {
             let row: f32 = c[j * 4..j * 4 + 4].iter().sum();
             let col: f32 = (0..4).map(|i| c[i * 4 + j]).sum();
-            assert!((row - 1.0).abs() < 1e-3 && (col - 1.0).abs() < 1e-5, "row {row} col {col}");
+            assert!(
+                (row - 1.0).abs() < 1e-3 && (col - 1.0).abs() < 1e-5,
+                "row {row} col {col}"
+            );
         }
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::attention::{AttnTrace, Attention, SeqSpan};
+use crate::attention::{Attention, AttnTrace, SeqSpan};
 use crate::cache::{LayerCache, SequenceCache};
 use crate::config::{AttnKind, ModelConfig};
 use crate::loader::{Checkpoint, LoadError};
@@ -67,7 +67,13 @@ pub struct Block {
 }
 
 impl Block {
-    fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, prefix: &str, index: usize, hash: bool) -> Result<Self, LoadError> {
+    fn load(
+        w: &WeightLoader<'_>,
+        cfg: &ModelConfig,
+        prefix: &str,
+        index: usize,
+        hash: bool,
+    ) -> Result<Self, LoadError> {
         let dims = hc_dims(cfg);
         let kind = cfg.attn_kind(index);
         Ok(Self {
@@ -96,21 +102,35 @@ impl Block {
         let (mut u, mix) = self.hc_attn.pre(streams, rows, dims);
         let collapsed = trace.as_ref().map(|_| u.clone());
         rms_norm_rows(&mut u, &self.attn_norm, dims.norm_eps);
-        let rope = if self.attn.kind.is_compressed() { ctx.rope_compress } else { ctx.rope_main };
+        let rope = if self.attn.kind.is_compressed() {
+            ctx.rope_compress
+        } else {
+            ctx.rope_main
+        };
         let mut atrace = AttnTrace::default();
-        let a = self.attn.forward(&u, spans, caches, rope, trace.as_ref().map(|_| &mut atrace));
+        let a = self
+            .attn
+            .forward(&u, spans, caches, rope, trace.as_ref().map(|_| &mut atrace));
         hc_post(streams, &a, &mix, dims);
         if let Some(t) = trace.as_deref_mut() {
             let p = format!("layer{}", self.index);
             t.insert(format!("{p}.attn_hc.post"), mix.post.clone());
             t.insert(format!("{p}.attn_hc.comb"), mix.comb.clone());
-            t.insert(format!("{p}.attn_hc.collapsed"), collapsed.unwrap_or_default());
+            t.insert(
+                format!("{p}.attn_hc.collapsed"),
+                collapsed.unwrap_or_default(),
+            );
             t.insert(format!("{p}.attn_out"), a);
             if let Some(state) = caches[0].compressor.as_ref() {
                 t.insert(format!("{p}.compressed_kv"), state.entries.clone());
             }
             if !atrace.indexer_topk.is_empty() {
-                let flat = atrace.indexer_topk.iter().flatten().map(|&v| v as f32).collect();
+                let flat = atrace
+                    .indexer_topk
+                    .iter()
+                    .flatten()
+                    .map(|&v| v as f32)
+                    .collect();
                 t.insert(format!("{p}.indexer_topk"), flat);
             }
         }
@@ -177,7 +197,10 @@ impl Model {
     }
 
     pub fn from_checkpoint(cfg: ModelConfig, ckpt: &Checkpoint) -> Result<Self, LoadError> {
-        let w = WeightLoader { ckpt, fp8_block: cfg.fp8_block() };
+        let w = WeightLoader {
+            ckpt,
+            fp8_block: cfg.fp8_block(),
+        };
         let (d, v) = (cfg.hidden_size, cfg.vocab_size);
         let dims = hc_dims(&cfg);
         let blocks = (0..cfg.num_hidden_layers)
@@ -215,7 +238,10 @@ impl Model {
 
     /// An empty cache for a new sequence.
     pub fn new_cache(&self) -> SequenceCache {
-        SequenceCache { pos: 0, layers: self.blocks.iter().map(|b| b.attn.new_cache()).collect() }
+        SequenceCache {
+            pos: 0,
+            layers: self.blocks.iter().map(|b| b.attn.new_cache()).collect(),
+        }
     }
 
     /// An empty cache for the MTP block of a new sequence.
@@ -226,7 +252,11 @@ impl Model {
     /// Bytes of weights one decode step of one token reads (attention, routed experts
     /// actually used, shared expert, router, head; the embedding row is negligible).
     pub fn decode_weight_bytes(&self) -> usize {
-        let layers: usize = self.blocks.iter().map(|b| b.attn.weight_bytes() + b.ffn.token_bytes()).sum();
+        let layers: usize = self
+            .blocks
+            .iter()
+            .map(|b| b.attn.weight_bytes() + b.ffn.token_bytes())
+            .sum();
         layers + self.head.bytes()
     }
 
@@ -257,44 +287,88 @@ impl Model {
                 return Err(ForwardError::EmptySequence { index: i });
             }
             if let Some(&id) = toks.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-                return Err(ForwardError::TokenOutOfRange { id, vocab: self.cfg.vocab_size });
+                return Err(ForwardError::TokenOutOfRange {
+                    id,
+                    vocab: self.cfg.vocab_size,
+                });
             }
             let last = cache.pos + toks.len();
             if last > self.cfg.max_position_embeddings {
-                return Err(ForwardError::TooLong { pos: last, max: self.cfg.max_position_embeddings });
+                return Err(ForwardError::TooLong {
+                    pos: last,
+                    max: self.cfg.max_position_embeddings,
+                });
             }
-            spans.push(SeqSpan { row: ids.len(), len: toks.len(), pos: cache.pos });
+            spans.push(SeqSpan {
+                row: ids.len(),
+                len: toks.len(),
+                pos: cache.pos,
+            });
             ids.extend_from_slice(toks);
         }
         let rows = ids.len();
         let mut streams = vec![0f32; rows * n * d];
-        streams.par_chunks_mut(n * d).zip(&ids).for_each(|(s, &id)| {
-            self.embed.row_f32(id as usize, &mut s[..d]);
-            let (first, rest) = s.split_at_mut(d);
-            for c in rest.chunks_exact_mut(d) {
-                c.copy_from_slice(first);
-            }
-        });
+        streams
+            .par_chunks_mut(n * d)
+            .zip(&ids)
+            .for_each(|(s, &id)| {
+                self.embed.row_f32(id as usize, &mut s[..d]);
+                let (first, rest) = s.split_at_mut(d);
+                for c in rest.chunks_exact_mut(d) {
+                    c.copy_from_slice(first);
+                }
+            });
         if let Some(t) = trace.as_deref_mut() {
-            t.insert("embed".into(), streams.chunks_exact(n * d).flat_map(|s| &s[..d]).copied().collect());
+            t.insert(
+                "embed".into(),
+                streams
+                    .chunks_exact(n * d)
+                    .flat_map(|s| &s[..d])
+                    .copied()
+                    .collect(),
+            );
         }
-        let ctx = Ctx { dims: self.dims, rope_main: &self.rope_main, rope_compress: &self.rope_compress };
+        let ctx = Ctx {
+            dims: self.dims,
+            rope_main: &self.rope_main,
+            rope_compress: &self.rope_compress,
+        };
         for (l, block) in self.blocks.iter().enumerate() {
-            let mut caches: Vec<&mut LayerCache> = batch.iter_mut().map(|(c, _)| &mut c.layers[l]).collect();
-            block.forward(&mut streams, &ids, &spans, &mut caches, &ctx, trace.as_deref_mut());
+            let mut caches: Vec<&mut LayerCache> =
+                batch.iter_mut().map(|(c, _)| &mut c.layers[l]).collect();
+            block.forward(
+                &mut streams,
+                &ids,
+                &spans,
+                &mut caches,
+                &ctx,
+                trace.as_deref_mut(),
+            );
         }
         for (cache, toks) in batch.iter_mut() {
             cache.pos += toks.len();
         }
         let streams_out = keep_streams.then(|| {
-            spans.iter().map(|s| streams[s.row * n * d..(s.row + s.len) * n * d].to_vec()).collect()
+            spans
+                .iter()
+                .map(|s| streams[s.row * n * d..(s.row + s.len) * n * d].to_vec())
+                .collect()
         });
         let out_rows: Vec<usize> = match logits {
             Logits::All => (0..rows).collect(),
             Logits::Last => spans.iter().map(|s| s.row + s.len - 1).collect(),
-            Logits::None => return Ok(ForwardOutput { logits: vec![Vec::new(); spans.len()], streams: streams_out }),
+            Logits::None => {
+                return Ok(ForwardOutput {
+                    logits: vec![Vec::new(); spans.len()],
+                    streams: streams_out,
+                });
+            }
         };
-        let picked: Vec<f32> = out_rows.iter().flat_map(|&r| &streams[r * n * d..(r + 1) * n * d]).copied().collect();
+        let picked: Vec<f32> = out_rows
+            .iter()
+            .flat_map(|&r| &streams[r * n * d..(r + 1) * n * d])
+            .copied()
+            .collect();
         let mut h = self.hc_head.collapse(&picked, out_rows.len(), self.dims);
         if let Some(t) = trace.as_deref_mut() {
             t.insert("hc_head_out".into(), h.clone());
@@ -306,11 +380,17 @@ impl Model {
         let all = self.head.forward(&h, out_rows.len());
         let v = self.cfg.vocab_size;
         let logits_out = match logits {
-            Logits::All => spans.iter().map(|s| all[s.row * v..(s.row + s.len) * v].to_vec()).collect(),
+            Logits::All => spans
+                .iter()
+                .map(|s| all[s.row * v..(s.row + s.len) * v].to_vec())
+                .collect(),
             Logits::Last => all.chunks_exact(v).map(<[f32]>::to_vec).collect(),
             Logits::None => unreachable!("returned above"),
         };
-        Ok(ForwardOutput { logits: logits_out, streams: streams_out })
+        Ok(ForwardOutput {
+            logits: logits_out,
+            streams: streams_out,
+        })
     }
 
     /// MTP logits for one sequence: row `t` combines the main model's final streams at
@@ -327,10 +407,19 @@ impl Model {
         let (n, d) = (self.dims.n, self.dims.d);
         let rows = next_ids.len();
         if streams.len() != rows * n * d || rows == 0 {
-            return Err(ForwardError::MtpShape { streams: streams.len() / (n * d), tokens: rows });
+            return Err(ForwardError::MtpShape {
+                streams: streams.len() / (n * d),
+                tokens: rows,
+            });
         }
-        if let Some(&id) = next_ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-            return Err(ForwardError::TokenOutOfRange { id, vocab: self.cfg.vocab_size });
+        if let Some(&id) = next_ids
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(ForwardError::TokenOutOfRange {
+                id,
+                vocab: self.cfg.vocab_size,
+            });
         }
         let mut e = vec![0f32; rows * d];
         for (row, &id) in e.chunks_exact_mut(d).zip(next_ids) {
@@ -341,14 +430,25 @@ impl Model {
         let mut h = streams.to_vec();
         rms_norm_rows(&mut h, &mtp.hnorm, self.dims.norm_eps);
         let mut x = mtp.h_proj.forward(&h, rows * n);
-        x.par_chunks_mut(n * d).zip(e.par_chunks(d)).for_each(|(xs, e)| {
-            for s in xs.chunks_exact_mut(d) {
-                s.iter_mut().zip(e).for_each(|(a, b)| *a += b);
-            }
-        });
-        let spans = [SeqSpan { row: 0, len: rows, pos: start }];
-        let ctx = Ctx { dims: self.dims, rope_main: &self.rope_main, rope_compress: &self.rope_compress };
-        mtp.block.forward(&mut x, next_ids, &spans, &mut [cache], &ctx, None);
+        x.par_chunks_mut(n * d)
+            .zip(e.par_chunks(d))
+            .for_each(|(xs, e)| {
+                for s in xs.chunks_exact_mut(d) {
+                    s.iter_mut().zip(e).for_each(|(a, b)| *a += b);
+                }
+            });
+        let spans = [SeqSpan {
+            row: 0,
+            len: rows,
+            pos: start,
+        }];
+        let ctx = Ctx {
+            dims: self.dims,
+            rope_main: &self.rope_main,
+            rope_compress: &self.rope_compress,
+        };
+        mtp.block
+            .forward(&mut x, next_ids, &spans, &mut [cache], &ctx, None);
         let mut y = mtp.hc_head.collapse(&x, rows, self.dims);
         rms_norm_rows(&mut y, &mtp.norm, self.dims.norm_eps);
         Ok(self.head.forward(&y, rows))

@@ -18,7 +18,12 @@ pub struct Expert {
 }
 
 impl Expert {
-    fn load(w: &WeightLoader<'_>, prefix: &str, hidden: usize, inter: usize) -> Result<Self, LoadError> {
+    fn load(
+        w: &WeightLoader<'_>,
+        prefix: &str,
+        hidden: usize,
+        inter: usize,
+    ) -> Result<Self, LoadError> {
         Ok(Self {
             w1: w.matrix(&format!("{prefix}.w1.weight"), inter, hidden)?,
             w2: w.matrix(&format!("{prefix}.w2.weight"), hidden, inter)?,
@@ -61,18 +66,41 @@ pub struct Moe {
 }
 
 impl Moe {
-    pub fn load(w: &WeightLoader<'_>, cfg: &ModelConfig, prefix: &str, hash: bool) -> Result<Self, LoadError> {
-        let (d, e, k, inter) = (cfg.hidden_size, cfg.n_routed_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size);
+    pub fn load(
+        w: &WeightLoader<'_>,
+        cfg: &ModelConfig,
+        prefix: &str,
+        hash: bool,
+    ) -> Result<Self, LoadError> {
+        let (d, e, k, inter) = (
+            cfg.hidden_size,
+            cfg.n_routed_experts,
+            cfg.num_experts_per_tok,
+            cfg.moe_intermediate_size,
+        );
         let routing = if hash {
-            Routing::Hash { tid2eid: w.expert_table(&format!("{prefix}.gate.tid2eid"), &[cfg.vocab_size, k], e)? }
+            Routing::Hash {
+                tid2eid: w.expert_table(
+                    &format!("{prefix}.gate.tid2eid"),
+                    &[cfg.vocab_size, k],
+                    e,
+                )?,
+            }
         } else {
-            Routing::Learned { bias: w.vector(&format!("{prefix}.gate.bias"), &[e])? }
+            Routing::Learned {
+                bias: w.vector(&format!("{prefix}.gate.bias"), &[e])?,
+            }
         };
         let experts = (0..e)
             .map(|i| Expert::load(w, &format!("{prefix}.experts.{i}"), d, inter))
             .collect::<Result<Vec<_>, _>>()?;
         let shared = if cfg.n_shared_experts > 0 {
-            Some(Expert::load(w, &format!("{prefix}.shared_experts"), d, inter)?)
+            Some(Expert::load(
+                w,
+                &format!("{prefix}.shared_experts"),
+                d,
+                inter,
+            )?)
         } else {
             None
         };
@@ -102,15 +130,22 @@ impl Moe {
         (0..rows)
             .into_par_iter()
             .map(|t| {
-                let scores: Vec<f32> = logits[t * e..(t + 1) * e].iter().map(|&l| softplus(l).sqrt()).collect();
+                let scores: Vec<f32> = logits[t * e..(t + 1) * e]
+                    .iter()
+                    .map(|&l| softplus(l).sqrt())
+                    .collect();
                 let chosen: Vec<usize> = match &self.routing {
                     Routing::Learned { bias } => {
-                        let biased: Vec<f32> = scores.iter().zip(bias).map(|(s, b)| s + b).collect();
+                        let biased: Vec<f32> =
+                            scores.iter().zip(bias).map(|(s, b)| s + b).collect();
                         top_k(&biased, self.k)
                     }
                     Routing::Hash { tid2eid } => {
                         let id = token_ids[t] as usize;
-                        tid2eid[id * self.k..(id + 1) * self.k].iter().map(|&x| x as usize).collect()
+                        tid2eid[id * self.k..(id + 1) * self.k]
+                            .iter()
+                            .map(|&x| x as usize)
+                            .collect()
                     }
                 };
                 let mut g: Vec<f32> = chosen.iter().map(|&i| scores[i]).collect();
@@ -118,7 +153,11 @@ impl Moe {
                     let sum: f32 = g.iter().sum::<f32>() + 1e-20;
                     g.iter_mut().for_each(|v| *v /= sum);
                 }
-                chosen.into_iter().zip(g).map(|(i, g)| (i, g * self.scaling)).collect()
+                chosen
+                    .into_iter()
+                    .zip(g)
+                    .map(|(i, g)| (i, g * self.scaling))
+                    .collect()
             })
             .collect()
     }
@@ -135,7 +174,9 @@ impl Moe {
                 by_expert[e].push((t, g));
             }
         }
-        let active: Vec<usize> = (0..self.experts.len()).filter(|&e| !by_expert[e].is_empty()).collect();
+        let active: Vec<usize> = (0..self.experts.len())
+            .filter(|&e| !by_expert[e].is_empty())
+            .collect();
         let outputs: Vec<Vec<f32>> = active
             .par_iter()
             .map(|&e| {

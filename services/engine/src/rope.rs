@@ -26,7 +26,14 @@ impl Rope {
 
     /// YaRN-blended frequencies (transformers' `_compute_yarn_parameters` without the
     /// attention factor, which V4 forces to 1).
-    pub fn yarn(base: f64, dim: usize, factor: f64, original_max: usize, beta_fast: f64, beta_slow: f64) -> Self {
+    pub fn yarn(
+        base: f64,
+        dim: usize,
+        factor: f64,
+        original_max: usize,
+        beta_fast: f64,
+        beta_slow: f64,
+    ) -> Self {
         let correction_dim = |rotations: f64| {
             dim as f64 * (original_max as f64 / (rotations * 2.0 * std::f64::consts::PI)).ln()
                 / (2.0 * base.ln())
@@ -104,10 +111,16 @@ mod tests {
         let r = Rope::yarn(160000.0, 64, 16.0, 65536, 32.0, 1.0);
         let plain = Rope::plain(160000.0, 64);
         for i in 0..=15 {
-            assert_eq!(r.inv_freq[i], plain.inv_freq[i], "i={i} keeps the original frequency");
+            assert_eq!(
+                r.inv_freq[i], plain.inv_freq[i],
+                "i={i} keeps the original frequency"
+            );
         }
         for i in 25..32 {
-            assert!((r.inv_freq[i] - plain.inv_freq[i] / 16.0).abs() <= 1e-12, "i={i} fully interpolated");
+            assert!(
+                (r.inv_freq[i] - plain.inv_freq[i] / 16.0).abs() <= 1e-12,
+                "i={i} fully interpolated"
+            );
         }
         assert!(r.inv_freq[20] < plain.inv_freq[20] && r.inv_freq[20] > plain.inv_freq[20] / 16.0);
     }

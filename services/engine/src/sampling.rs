@@ -85,7 +85,10 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding (temperature 0), everything else neutral.
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..Self::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     /// Check every field against its allowed range (NaN is always rejected).
@@ -346,7 +349,11 @@ impl Sampler {
         }
         let mut z = std::mem::take(&mut self.buf);
         z.clear();
-        z.extend(logits.iter().map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x }));
+        z.extend(
+            logits
+                .iter()
+                .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x }),
+        );
         self.apply_penalties(&mut z);
         // Penalties cannot create NaN from non-NaN inputs except inf*0-type
         // cases that don't arise (pen > 0, finite); be defensive anyway.
@@ -377,10 +384,18 @@ impl Sampler {
         let greedy_tok = if greedy { Some(argmax(z)) } else { None };
 
         // Scale: s_i = (z_i - max) / T, all <= 0 with the max at exactly 0.
-        let t = if self.params.temperature == 0.0 { 1.0 } else { self.params.temperature };
+        let t = if self.params.temperature == 0.0 {
+            1.0
+        } else {
+            self.params.temperature
+        };
         if max == f32::INFINITY {
             for x in z.iter_mut() {
-                *x = if *x == f32::INFINITY { 0.0 } else { f32::NEG_INFINITY };
+                *x = if *x == f32::INFINITY {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
         } else {
             for x in z.iter_mut() {
@@ -569,19 +584,27 @@ mod tests {
     use super::*;
 
     fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
-        let mut p = SamplingParams { seed: Some(1234), ..SamplingParams::default() };
+        let mut p = SamplingParams {
+            seed: Some(1234),
+            ..SamplingParams::default()
+        };
         f(&mut p);
         p
     }
 
     fn random_logits(seed: u64, n: usize) -> Vec<f32> {
         let mut r = Xoshiro256StarStar::seed_from_u64(seed);
-        (0..n).map(|_| (r.next_f64() * 20.0 - 10.0) as f32).collect()
+        (0..n)
+            .map(|_| (r.next_f64() * 20.0 - 10.0) as f32)
+            .collect()
     }
 
     fn softmax(l: &[f32], t: f32) -> Vec<f64> {
         let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let e: Vec<f64> = l.iter().map(|&x| ((x as f64 - m) / t as f64).exp()).collect();
+        let e: Vec<f64> = l
+            .iter()
+            .map(|&x| ((x as f64 - m) / t as f64).exp())
+            .collect();
         let s: f64 = e.iter().sum();
         e.iter().map(|x| x / s).collect()
     }
@@ -666,7 +689,9 @@ mod tests {
                 p.frequency_penalty = 0.3;
             }))
             .unwrap();
-            (0..50).map(|_| s.sample_with_logprob(&l)).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample_with_logprob(&l))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run2(99), run2(99));
         // Unseeded samplers get different streams.
@@ -728,7 +753,12 @@ mod tests {
             let f = frequencies(params(|p| p.temperature = t), &l, 20_000);
             let want = softmax(&l, t);
             for i in 0..4 {
-                assert!((f[i] - want[i]).abs() < 0.02, "T={t} i={i}: {} vs {}", f[i], want[i]);
+                assert!(
+                    (f[i] - want[i]).abs() < 0.02,
+                    "T={t} i={i}: {} vs {}",
+                    f[i],
+                    want[i]
+                );
             }
         }
     }
@@ -740,11 +770,17 @@ mod tests {
         let l: Vec<f32> = probs.iter().map(|p| p.ln() as f32).collect();
         // top-k 2 => 0.625 / 0.375.
         let f = frequencies(params(|p| p.top_k = 2), &l, 20_000);
-        assert!((f[0] - 0.625).abs() < 0.02 && (f[1] - 0.375).abs() < 0.02, "{f:?}");
+        assert!(
+            (f[0] - 0.625).abs() < 0.02 && (f[1] - 0.375).abs() < 0.02,
+            "{f:?}"
+        );
         assert_eq!(f[2] + f[3], 0.0);
         // top-p 0.7: mass before token 1 is 0.5 < 0.7 (keep), before token 2 is 0.8 (drop).
         let f = frequencies(params(|p| p.top_p = 0.7), &l, 20_000);
-        assert!((f[0] - 0.625).abs() < 0.02 && (f[1] - 0.375).abs() < 0.02, "{f:?}");
+        assert!(
+            (f[0] - 0.625).abs() < 0.02 && (f[1] - 0.375).abs() < 0.02,
+            "{f:?}"
+        );
         assert_eq!(f[2] + f[3], 0.0);
         // top-p 0.85: keeps the first three.
         let f = frequencies(params(|p| p.top_p = 0.85), &l, 20_000);
@@ -752,11 +788,21 @@ mod tests {
         assert!((f[2] - 0.15 / 0.95).abs() < 0.02, "{f:?}");
         // min-p 0.4: keep p >= 0.2 => first two.
         let f = frequencies(params(|p| p.min_p = 0.4), &l, 20_000);
-        assert!((f[0] - 0.625).abs() < 0.02 && (f[1] - 0.375).abs() < 0.02, "{f:?}");
+        assert!(
+            (f[0] - 0.625).abs() < 0.02 && (f[1] - 0.375).abs() < 0.02,
+            "{f:?}"
+        );
         assert_eq!(f[2] + f[3], 0.0);
         // top-k 3 then top-p 0.8 on the renormalised remainder (0.526, 0.316, 0.158):
         // mass before token 1 is 0.526 < 0.8 keep; before token 2 is 0.842 drop.
-        let f = frequencies(params(|p| { p.top_k = 3; p.top_p = 0.8; }), &l, 20_000);
+        let f = frequencies(
+            params(|p| {
+                p.top_k = 3;
+                p.top_p = 0.8;
+            }),
+            &l,
+            20_000,
+        );
         assert_eq!(f[2] + f[3], 0.0, "{f:?}");
         // Logprob is under the unfiltered distribution.
         let mut s = Sampler::new(params(|p| p.top_k = 2)).unwrap();
@@ -876,28 +922,61 @@ mod tests {
         });
         assert_eq!(ok.validate(), Ok(()));
         let bad = |f: fn(&mut SamplingParams)| params(f).validate().unwrap_err();
-        assert_eq!(bad(|p| p.temperature = -0.1), SamplingError::Temperature(-0.1));
-        assert_eq!(bad(|p| p.temperature = 100.5), SamplingError::Temperature(100.5));
-        assert!(matches!(bad(|p| p.temperature = f32::NAN), SamplingError::Temperature(_)));
+        assert_eq!(
+            bad(|p| p.temperature = -0.1),
+            SamplingError::Temperature(-0.1)
+        );
+        assert_eq!(
+            bad(|p| p.temperature = 100.5),
+            SamplingError::Temperature(100.5)
+        );
+        assert!(matches!(
+            bad(|p| p.temperature = f32::NAN),
+            SamplingError::Temperature(_)
+        ));
         assert_eq!(bad(|p| p.top_p = 0.0), SamplingError::TopP(0.0));
         assert_eq!(bad(|p| p.top_p = 1.01), SamplingError::TopP(1.01));
-        assert!(matches!(bad(|p| p.top_p = f32::NAN), SamplingError::TopP(_)));
+        assert!(matches!(
+            bad(|p| p.top_p = f32::NAN),
+            SamplingError::TopP(_)
+        ));
         assert_eq!(bad(|p| p.min_p = -0.01), SamplingError::MinP(-0.01));
         assert_eq!(bad(|p| p.min_p = 1.5), SamplingError::MinP(1.5));
-        assert_eq!(bad(|p| p.repetition_penalty = 0.0), SamplingError::RepetitionPenalty(0.0));
-        assert_eq!(bad(|p| p.repetition_penalty = -1.0), SamplingError::RepetitionPenalty(-1.0));
+        assert_eq!(
+            bad(|p| p.repetition_penalty = 0.0),
+            SamplingError::RepetitionPenalty(0.0)
+        );
+        assert_eq!(
+            bad(|p| p.repetition_penalty = -1.0),
+            SamplingError::RepetitionPenalty(-1.0)
+        );
         assert!(matches!(
             bad(|p| p.repetition_penalty = f32::INFINITY),
             SamplingError::RepetitionPenalty(_)
         ));
-        assert_eq!(bad(|p| p.presence_penalty = 2.5), SamplingError::PresencePenalty(2.5));
-        assert_eq!(bad(|p| p.presence_penalty = -2.5), SamplingError::PresencePenalty(-2.5));
-        assert_eq!(bad(|p| p.frequency_penalty = 3.0), SamplingError::FrequencyPenalty(3.0));
-        assert_eq!(bad(|p| p.frequency_penalty = -3.0), SamplingError::FrequencyPenalty(-3.0));
+        assert_eq!(
+            bad(|p| p.presence_penalty = 2.5),
+            SamplingError::PresencePenalty(2.5)
+        );
+        assert_eq!(
+            bad(|p| p.presence_penalty = -2.5),
+            SamplingError::PresencePenalty(-2.5)
+        );
+        assert_eq!(
+            bad(|p| p.frequency_penalty = 3.0),
+            SamplingError::FrequencyPenalty(3.0)
+        );
+        assert_eq!(
+            bad(|p| p.frequency_penalty = -3.0),
+            SamplingError::FrequencyPenalty(-3.0)
+        );
         let msg = bad(|p| p.top_p = 0.0).to_string();
         assert!(msg.contains("top_p") && msg.contains("(0, 1]"), "{msg}");
         let msg = bad(|p| p.temperature = 200.0).to_string();
-        assert!(msg.contains("temperature") && msg.contains("[0, 100]"), "{msg}");
+        assert!(
+            msg.contains("temperature") && msg.contains("[0, 100]"),
+            "{msg}"
+        );
         assert!(Sampler::new(params(|p| p.min_p = 2.0)).is_err());
     }
 
@@ -939,7 +1018,10 @@ mod tests {
         }
         assert_eq!(seen[0] + seen[2], 0);
         assert!(seen[1] > 100 && seen[3] > 100, "{seen:?}");
-        assert_eq!(Sampler::new(SamplingParams::greedy()).unwrap().sample(&l), 1);
+        assert_eq!(
+            Sampler::new(SamplingParams::greedy()).unwrap().sample(&l),
+            1
+        );
         // Extreme finite logits and tiny temperature don't overflow.
         let l = [f32::MAX, -f32::MAX, f32::MAX / 2.0];
         let mut s = Sampler::new(params(|p| p.temperature = 1e-3)).unwrap();
@@ -1004,7 +1086,11 @@ mod tests {
 
     #[test]
     fn stop_criteria() {
-        let sc = StopCriteria { eos_ids: vec![1, 2], stop_ids: vec![7], max_new_tokens: 3 };
+        let sc = StopCriteria {
+            eos_ids: vec![1, 2],
+            stop_ids: vec![7],
+            max_new_tokens: 3,
+        };
         assert_eq!(sc.check(5, 1), None);
         assert_eq!(sc.check(1, 1), Some(StopReason::Eos));
         assert_eq!(sc.check(2, 3), Some(StopReason::Eos));
@@ -1020,8 +1106,16 @@ mod tests {
     #[test]
     fn serde_defaults_and_roundtrip() {
         let p: SamplingParams = serde_json::from_str(r#"{"temperature":0.5,"seed":9}"#).unwrap();
-        assert_eq!(p, SamplingParams { temperature: 0.5, seed: Some(9), ..Default::default() });
-        let back: SamplingParams = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(
+            p,
+            SamplingParams {
+                temperature: 0.5,
+                seed: Some(9),
+                ..Default::default()
+            }
+        );
+        let back: SamplingParams =
+            serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
 }

@@ -28,7 +28,11 @@ pub fn weight_bytes_read() -> u64 {
 
 /// Row-major BF16 storage: borrowed from the checkpoint mapping or owned.
 pub enum Bf16Data {
-    Mapped { map: Arc<Mmap>, offset: usize, len: usize },
+    Mapped {
+        map: Arc<Mmap>,
+        offset: usize,
+        len: usize,
+    },
     Owned(Vec<u16>),
 }
 
@@ -64,7 +68,11 @@ enum WeightData {
 impl Weight {
     pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
         assert_eq!(data.len(), rows * cols);
-        Self { rows, cols, data: WeightData::F32(data) }
+        Self {
+            rows,
+            cols,
+            data: WeightData::F32(data),
+        }
     }
 
     pub fn kernel_ref(&self) -> WeightsRef<'_> {
@@ -98,12 +106,16 @@ impl Weight {
     pub fn row_block(&self, r0: usize, n: usize) -> Weight {
         let c = self.cols;
         let data = match &self.data {
-            WeightData::Bf16(d) => WeightData::Bf16(Bf16Data::Owned(
-                d.as_slice()[r0 * c..(r0 + n) * c].to_vec(),
-            )),
+            WeightData::Bf16(d) => {
+                WeightData::Bf16(Bf16Data::Owned(d.as_slice()[r0 * c..(r0 + n) * c].to_vec()))
+            }
             WeightData::F32(d) => WeightData::F32(d[r0 * c..(r0 + n) * c].to_vec()),
         };
-        Weight { rows: n, cols: c, data }
+        Weight {
+            rows: n,
+            cols: c,
+            data,
+        }
     }
 
     /// One row as f32 (embedding lookup).
@@ -135,7 +147,11 @@ impl<'a> WeightLoader<'a> {
         match t.dtype {
             Dtype::BF16 => {
                 t.expect_shape(&[rows, cols])?;
-                Ok(Weight { rows, cols, data: WeightData::Bf16(bf16_from_view(&t)) })
+                Ok(Weight {
+                    rows,
+                    cols,
+                    data: WeightData::Bf16(bf16_from_view(&t)),
+                })
             }
             Dtype::F32 => {
                 t.expect_shape(&[rows, cols])?;
@@ -151,19 +167,30 @@ impl<'a> WeightLoader<'a> {
                 let mut f = vec![0f32; rows * cols];
                 dequant_fp8_blocks(t.bytes, scale.bytes, rows, cols, br, &mut f);
                 check_finite(&t, &f)?;
-                Ok(Weight { rows, cols, data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))) })
+                Ok(Weight {
+                    rows,
+                    cols,
+                    data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))),
+                })
             }
             Dtype::I8 | Dtype::U8 => {
                 // FP4 E2M1, two per byte along the input dimension, low nibble first.
                 if cols % 32 != 0 {
-                    return Err(t_value(&t, "FP4 weights need an input width divisible by 32"));
+                    return Err(t_value(
+                        &t,
+                        "FP4 weights need an input width divisible by 32",
+                    ));
                 }
                 t.expect_shape(&[rows, cols / 2])?;
                 let scale = self.scale_for(name, &[rows, cols / 32])?;
                 let mut f = vec![0f32; rows * cols];
                 dequant_fp4_groups(t.bytes, scale.bytes, rows, cols, 32, &mut f);
                 check_finite(&t, &f)?;
-                Ok(Weight { rows, cols, data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))) })
+                Ok(Weight {
+                    rows,
+                    cols,
+                    data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))),
+                })
             }
             _ => Err(t.dtype_error("BF16, F32, F8_E4M3 (+ .scale) or I8 FP4 (+ .scale)")),
         }
@@ -204,7 +231,12 @@ impl<'a> WeightLoader<'a> {
     }
 
     /// `tid2eid`: `[vocab, k]` expert ids (I64 in the checkpoints, I32 in the official module).
-    pub fn expert_table(&self, name: &str, shape: &[usize], n_experts: usize) -> Result<Vec<u32>, LoadError> {
+    pub fn expert_table(
+        &self,
+        name: &str,
+        shape: &[usize],
+        n_experts: usize,
+    ) -> Result<Vec<u32>, LoadError> {
         let t = self.ckpt.get(name)?;
         t.expect_shape(shape)?;
         let ids: Vec<i64> = match t.dtype {
@@ -223,7 +255,10 @@ impl<'a> WeightLoader<'a> {
         ids.iter()
             .map(|&e| {
                 if e < 0 || e as usize >= n_experts {
-                    Err(t_value(&t, &format!("expert id {e} out of range 0..{n_experts}")))
+                    Err(t_value(
+                        &t,
+                        &format!("expert id {e} out of range 0..{n_experts}"),
+                    ))
                 } else {
                     Ok(e as u32)
                 }
@@ -250,7 +285,11 @@ fn check_finite(t: &TensorView<'_>, v: &[f32]) -> Result<(), LoadError> {
 fn bf16_from_view(t: &TensorView<'_>) -> Bf16Data {
     let (map, offset) = t.mapping();
     if offset % 2 == 0 {
-        Bf16Data::Mapped { map, offset, len: t.numel() }
+        Bf16Data::Mapped {
+            map,
+            offset,
+            len: t.numel(),
+        }
     } else {
         Bf16Data::Owned(
             t.bytes

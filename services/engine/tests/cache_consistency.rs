@@ -15,12 +15,21 @@ fn chunked_prefill_equals_full_forward_for_any_chunk_size() {
     let m = model("ckpt-bf16");
     let ids = g.ids("seq4.input_ids"); // 150 tokens: crosses window, CSA and HCA boundaries
     let mut cache = m.new_cache();
-    let full = m.forward(&mut [(&mut cache, &ids[..])], Logits::All, false).unwrap().logits.remove(0);
+    let full = m
+        .forward(&mut [(&mut cache, &ids[..])], Logits::All, false)
+        .unwrap()
+        .logits
+        .remove(0);
     for chunk in [1usize, 2, 3, 4, 5, 7, 15, 16, 17, 33, 64, 149] {
         let mut cache = m.new_cache();
         let mut got = Vec::new();
         for part in ids.chunks(chunk) {
-            got.extend(m.forward(&mut [(&mut cache, part)], Logits::All, false).unwrap().logits.remove(0));
+            got.extend(
+                m.forward(&mut [(&mut cache, part)], Logits::All, false)
+                    .unwrap()
+                    .logits
+                    .remove(0),
+            );
         }
         assert_eq!(cache.pos, ids.len());
         let d = max_abs_diff(&got, &full);
@@ -40,12 +49,21 @@ fn chunked_prefill_then_decode_matches_reference_steps() {
             let opts = GenerateOptions {
                 chunk,
                 sampling: SamplingParams::greedy(),
-                stop: StopCriteria { eos_ids: vec![], stop_ids: vec![], max_new_tokens: 16 },
+                stop: StopCriteria {
+                    eos_ids: vec![],
+                    stop_ids: vec![],
+                    max_new_tokens: 16,
+                },
                 keep_logits: true,
             };
             let out = generate(m, &ids, &opts, |_| {}).unwrap();
             assert_eq!(out.tokens, want_tokens, "seq{i} chunk {chunk}");
-            assert_close(&format!("seq{i} chunk {chunk}"), &out.step_logits.concat(), &want_logits, 1e-3);
+            assert_close(
+                &format!("seq{i} chunk {chunk}"),
+                &out.step_logits.concat(),
+                &want_logits,
+                1e-3,
+            );
         }
     }
 }
@@ -54,18 +72,30 @@ fn chunked_prefill_then_decode_matches_reference_steps() {
 fn batched_decode_equals_one_at_a_time() {
     let g = Golden::open("golden.safetensors");
     let m = model("ckpt-fp8-fp4");
-    let prompts: Vec<Vec<u32>> = (0..SEQUENCES).map(|i| g.ids(&format!("seq{i}.input_ids"))).collect();
+    let prompts: Vec<Vec<u32>> = (0..SEQUENCES)
+        .map(|i| g.ids(&format!("seq{i}.input_ids")))
+        .collect();
     let opts = GenerateOptions {
         chunk: 0,
         sampling: SamplingParams::greedy(),
-        stop: StopCriteria { eos_ids: vec![], stop_ids: vec![], max_new_tokens: 16 },
+        stop: StopCriteria {
+            eos_ids: vec![],
+            stop_ids: vec![],
+            max_new_tokens: 16,
+        },
         keep_logits: true,
     };
     let batched = generate_batch(m, &prompts, &opts).unwrap();
     for (i, p) in prompts.iter().enumerate() {
         let single = generate(m, p, &opts, |_| {}).unwrap();
         assert_eq!(batched[i].tokens, single.tokens, "seq{i} tokens");
-        let d = max_abs_diff(&batched[i].step_logits.concat(), &single.step_logits.concat());
-        assert_eq!(d, 0.0, "seq{i}: batched decode must be bit-identical to single decode");
+        let d = max_abs_diff(
+            &batched[i].step_logits.concat(),
+            &single.step_logits.concat(),
+        );
+        assert_eq!(
+            d, 0.0,
+            "seq{i}: batched decode must be bit-identical to single decode"
+        );
     }
 }

@@ -38,7 +38,9 @@ pub struct Golden {
 impl Golden {
     pub fn open(name: &str) -> Self {
         let path = fixture_dir().join(name);
-        Self { bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+        Self {
+            bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
     }
 
     fn st(&self) -> SafeTensors<'_> {
@@ -51,18 +53,34 @@ impl Golden {
 
     pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
         let st = self.st();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name} missing"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name} missing"));
         assert_eq!(t.dtype(), Dtype::F32, "{name}");
-        let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         (t.shape().to_vec(), v)
     }
 
     pub fn ints(&self, name: &str) -> Vec<i64> {
         let st = self.st();
-        let t = st.tensor(name).unwrap_or_else(|_| panic!("golden tensor {name} missing"));
+        let t = st
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name} missing"));
         match t.dtype() {
-            Dtype::I64 => t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
-            Dtype::I32 => t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
+            Dtype::I64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+            Dtype::I32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64)
+                .collect(),
             d => panic!("{name}: unexpected dtype {d:?}"),
         }
     }
@@ -77,7 +95,10 @@ pub const SEQUENCES: usize = 5;
 /// Largest absolute difference; panics on a length mismatch.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {

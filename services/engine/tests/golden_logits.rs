@@ -12,7 +12,9 @@ const TOL: f32 = 1e-3;
 
 fn full_logits(m: &Model, ids: &[u32]) -> Vec<f32> {
     let mut cache = m.new_cache();
-    let out = m.forward(&mut [(&mut cache, ids)], Logits::All, false).expect("forward");
+    let out = m
+        .forward(&mut [(&mut cache, ids)], Logits::All, false)
+        .expect("forward");
     out.logits.into_iter().next().unwrap()
 }
 
@@ -23,7 +25,12 @@ fn check_full(kind: &str) {
         let ids = g.ids(&format!("seq{i}.input_ids"));
         let (shape, want) = g.f32(&format!("seq{i}.logits"));
         assert_eq!(shape, vec![ids.len(), m.cfg.vocab_size]);
-        assert_close(&format!("{kind} seq{i} logits"), &full_logits(m, &ids), &want, TOL);
+        assert_close(
+            &format!("{kind} seq{i} logits"),
+            &full_logits(m, &ids),
+            &want,
+            TOL,
+        );
     }
 }
 
@@ -37,13 +44,22 @@ fn check_greedy(kind: &str) {
         let opts = GenerateOptions {
             chunk: 0,
             sampling: SamplingParams::greedy(),
-            stop: StopCriteria { eos_ids: vec![], stop_ids: vec![], max_new_tokens: want_tokens.len() },
+            stop: StopCriteria {
+                eos_ids: vec![],
+                stop_ids: vec![],
+                max_new_tokens: want_tokens.len(),
+            },
             keep_logits: true,
         };
         let out = generate(m, &ids, &opts, |_| {}).expect("generate");
         assert_eq!(out.tokens, want_tokens, "{kind} seq{i} greedy tokens");
         let got: Vec<f32> = out.step_logits.concat();
-        assert_close(&format!("{kind} seq{i} step logits"), &got, &want_logits, TOL);
+        assert_close(
+            &format!("{kind} seq{i} step logits"),
+            &got,
+            &want_logits,
+            TOL,
+        );
     }
 }
 
@@ -55,11 +71,15 @@ fn check_mtp(kind: &str) {
         let ids = g.ids(&format!("seq{i}.input_ids"));
         let (_, want) = g.f32(&format!("seq{i}.mtp_logits"));
         let mut cache = m.new_cache();
-        let out = m.forward(&mut [(&mut cache, &ids[..])], Logits::None, true).expect("forward");
+        let out = m
+            .forward(&mut [(&mut cache, &ids[..])], Logits::None, true)
+            .expect("forward");
         let streams = &out.streams.unwrap()[0];
         let rows = ids.len() - 1;
         let mut mcache = m.new_mtp_cache().expect("tiny model has an MTP block");
-        let got = m.mtp_logits(&mut mcache, 0, &streams[..rows * n * d], &ids[1..]).expect("mtp");
+        let got = m
+            .mtp_logits(&mut mcache, 0, &streams[..rows * n * d], &ids[1..])
+            .expect("mtp");
         assert_close(&format!("{kind} seq{i} mtp logits"), &got, &want, TOL);
     }
 }

@@ -23,14 +23,20 @@ fn copy_fixture() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn shard_of(dir: &Path, tensor: &str) -> PathBuf {
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
     dir.join(index["weight_map"][tensor].as_str().unwrap())
 }
 
 /// Rewrite the shard holding `tensor` with `edit` applied to its (dtype, shape, bytes);
 /// `None` drops it.
-fn rewrite(dir: &Path, tensor: &str, edit: impl Fn(Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>) {
+fn rewrite(
+    dir: &Path,
+    tensor: &str,
+    edit: impl Fn(Dtype, Vec<usize>, Vec<u8>) -> Option<(Dtype, Vec<usize>, Vec<u8>)>,
+) {
     let path = shard_of(dir, tensor);
     let bytes = std::fs::read(&path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -64,7 +70,10 @@ fn truncated_shard_names_the_file() {
     let (_tmp, dir) = copy_fixture();
     let shard = shard_of(&dir, "head.weight");
     let len = std::fs::metadata(&shard).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&shard).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .unwrap();
     f.set_len(len - 1000).unwrap();
     let msg = load_err(&dir);
     assert!(msg.contains(&shard.display().to_string()), "{msg}");
@@ -94,11 +103,15 @@ fn missing_tensor_is_named() {
     rewrite(&dir, name, |_, _, _| None);
     // Drop it from the index too, as a checkpoint that simply lacks it would.
     let ipath = dir.join("model.safetensors.index.json");
-    let mut index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ipath).unwrap()).unwrap();
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ipath).unwrap()).unwrap();
     index["weight_map"].as_object_mut().unwrap().remove(name);
     std::fs::write(&ipath, index.to_string()).unwrap();
     let err = Model::load(&dir).err().expect("must fail");
-    assert!(matches!(&err, LoadError::Missing { name: n, .. } if n == name), "{err}");
+    assert!(
+        matches!(&err, LoadError::Missing { name: n, .. } if n == name),
+        "{err}"
+    );
 }
 
 #[test]
@@ -108,7 +121,10 @@ fn index_entry_without_tensor_names_shard_and_tensor() {
     let shard = shard_of(&dir, name);
     rewrite(&dir, name, |_, _, _| None);
     let msg = load_err(&dir);
-    assert!(msg.contains(name) && msg.contains(&shard.display().to_string()), "{msg}");
+    assert!(
+        msg.contains(name) && msg.contains(&shard.display().to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -117,7 +133,10 @@ fn wrong_shape_names_tensor_expected_and_found() {
     let name = "layers.0.attn.q_norm.weight";
     rewrite(&dir, name, |d, _, b| Some((d, vec![32], b[..64].to_vec())));
     let msg = load_err(&dir);
-    assert!(msg.contains(name) && msg.contains("[64]") && msg.contains("[32]"), "{msg}");
+    assert!(
+        msg.contains(name) && msg.contains("[64]") && msg.contains("[32]"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -126,7 +145,10 @@ fn wrong_dtype_names_tensor_expected_and_found() {
     let name = "layers.0.attn.attn_sink";
     rewrite(&dir, name, |_, s, b| Some((Dtype::I32, s, b)));
     let msg = load_err(&dir);
-    assert!(msg.contains(name) && msg.contains("I32") && msg.contains("F32"), "{msg}");
+    assert!(
+        msg.contains(name) && msg.contains("I32") && msg.contains("F32"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -154,9 +176,13 @@ fn missing_shard_file_names_it() {
 fn bad_config_names_file_and_field() {
     let (_tmp, dir) = copy_fixture();
     let cpath = dir.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();
     cfg["o_groups"] = serde_json::json!(3);
     std::fs::write(&cpath, cfg.to_string()).unwrap();
     let msg = load_err(&dir);
-    assert!(msg.contains("config.json") && msg.contains("o_groups"), "{msg}");
+    assert!(
+        msg.contains("config.json") && msg.contains("o_groups"),
+        "{msg}"
+    );
 }

@@ -46,7 +46,9 @@ fn prompt_ids(len: usize, vocab: usize, salt: u64) -> Vec<u32> {
     let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ salt;
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) as usize % (vocab - 3) + 3) as u32
         })
         .collect()
@@ -74,8 +76,11 @@ fn decode(m: &Model, batch: usize, context: usize, steps: usize) -> anyhow::Resu
     for step in 0..=steps {
         let b0 = weight_bytes_read();
         let t0 = Instant::now();
-        let mut items: Vec<(&mut SequenceCache, &[u32])> =
-            caches.iter_mut().zip(next.iter()).map(|(c, id)| (c, std::slice::from_ref(id))).collect();
+        let mut items: Vec<(&mut SequenceCache, &[u32])> = caches
+            .iter_mut()
+            .zip(next.iter())
+            .map(|(c, id)| (c, std::slice::from_ref(id)))
+            .collect();
         let out = m.forward(&mut items, Logits::Last, false)?;
         let dt = t0.elapsed().as_secs_f64();
         let db = (weight_bytes_read() - b0) as f64;
@@ -106,7 +111,11 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
 
     // Prefill: untimed warm-up on a short prompt, then the timed prompt.
     let mut warm = m.new_cache();
-    m.forward(&mut [(&mut warm, &prompt_ids(16, m.cfg.vocab_size, 99)[..])], Logits::Last, false)?;
+    m.forward(
+        &mut [(&mut warm, &prompt_ids(16, m.cfg.vocab_size, 99)[..])],
+        Logits::Last,
+        false,
+    )?;
     let ids = prompt_ids(a.prompt, m.cfg.vocab_size, 0);
     let mut cache = m.new_cache();
     let t = Instant::now();
@@ -138,14 +147,33 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("model        {}  ({} layers, hidden {}, vocab {})", a.model.display(), m.cfg.num_hidden_layers, m.cfg.hidden_size, m.cfg.vocab_size);
+    println!(
+        "model        {}  ({} layers, hidden {}, vocab {})",
+        a.model.display(),
+        m.cfg.num_hidden_layers,
+        m.cfg.hidden_size,
+        m.cfg.vocab_size
+    );
     println!("threads      {threads}   load {load_s:.2} s");
-    println!("memory read  {:.2} GB/s (probe: {} MiB buffer, best of 5)", probe / 1e9, a.probe_mib);
-    println!("prefill      {} tokens in {:.3} s = {:.1} tokens/s", a.prompt, prefill_s, a.prompt as f64 / prefill_s);
+    println!(
+        "memory read  {:.2} GB/s (probe: {} MiB buffer, best of 5)",
+        probe / 1e9,
+        a.probe_mib
+    );
+    println!(
+        "prefill      {} tokens in {:.3} s = {:.1} tokens/s",
+        a.prompt,
+        prefill_s,
+        a.prompt as f64 / prefill_s
+    );
     for r in &decodes {
         println!(
             "decode b={:<3} {:.1} tokens/s  (median step {:.1} ms over {} steps after a {}-token context)",
-            r.batch, r.tokens_per_s, r.median_step_s * 1e3, a.steps, a.context
+            r.batch,
+            r.tokens_per_s,
+            r.median_step_s * 1e3,
+            a.steps,
+            a.context
         );
         println!(
             "             weights read {:.1} MB/step = {:.1} MB/token; {:.2} GB/s = {:.0}% of measured read bandwidth",

@@ -25,7 +25,11 @@ pub fn logits(model: &Path, ids: &[u32], out: &Path, mtp: bool) -> anyhow::Resul
     let mut cache = m.new_cache();
     let res = m.forward(&mut [(&mut cache, ids)], Logits::All, mtp)?;
     let v = m.cfg.vocab_size;
-    let mut tensors = vec![("logits".to_string(), f32_bytes(&res.logits[0]), vec![ids.len(), v])];
+    let mut tensors = vec![(
+        "logits".to_string(),
+        f32_bytes(&res.logits[0]),
+        vec![ids.len(), v],
+    )];
     if mtp && ids.len() > 1 {
         let (n, d) = (m.cfg.hc_mult, m.cfg.hidden_size);
         let streams = &res.streams.as_ref().expect("streams kept")[0];
@@ -41,24 +45,34 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn write_f32_safetensors(out: &Path, tensors: &[(String, Vec<u8>, Vec<usize>)]) -> anyhow::Result<()> {
+fn write_f32_safetensors(
+    out: &Path,
+    tensors: &[(String, Vec<u8>, Vec<usize>)],
+) -> anyhow::Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, bytes, shape)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("shape matches data");
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .expect("shape matches data");
             (name.clone(), view)
         })
         .collect();
-    safetensors::serialize_to_file(views, None, out).with_context(|| format!("writing {}", out.display()))
+    safetensors::serialize_to_file(views, None, out)
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// Model directory. Without it, a small random model with the real vocabulary is
+    /// generated once (offline) under --models-dir and used.
     #[arg(long)]
-    pub model: PathBuf,
-    /// Prompt token ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    pub model: Option<PathBuf>,
+    /// Where the generated demo model is kept.
+    #[arg(long, env = "V4_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Prompt token ids, comma-separated (default: BOS only).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
     pub ids: Vec<u32>,
     #[arg(long, default_value_t = 16)]
     pub max_new: usize,
@@ -95,8 +109,25 @@ pub struct GenerateArgs {
     pub stream: bool,
 }
 
+/// The model to use: the given directory, or the demo model (generated on first use).
+fn model_or_demo(model: &Option<PathBuf>, models_dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(m) = model {
+        return Ok(m.clone());
+    }
+    let dir = models_dir.join("small-random-seed0");
+    if !dir.join("model.safetensors.index.json").is_file() {
+        eprintln!(
+            "no --model given: generating a small random model (real vocabulary) in {}",
+            dir.display()
+        );
+        init(Preset::Small, &dir, WeightFormat::Bf16, 0, 2048)?;
+    }
+    Ok(dir)
+}
+
 pub fn generate(a: &GenerateArgs) -> anyhow::Result<()> {
-    let m = load(&a.model)?;
+    let model = model_or_demo(&a.model, &a.models_dir)?;
+    let m = load(&model)?;
     let sampling = SamplingParams {
         temperature: if a.greedy { 0.0 } else { a.temperature },
         top_k: a.top_k,
@@ -108,14 +139,22 @@ pub fn generate(a: &GenerateArgs) -> anyhow::Result<()> {
         seed: a.seed,
     };
     sampling.validate()?;
-    let eos_ids = if a.ignore_eos { Vec::new() } else { m.cfg.eos_ids() };
+    let eos_ids = if a.ignore_eos {
+        Vec::new()
+    } else {
+        m.cfg.eos_ids()
+    };
     if a.max_new == 0 {
         bail!("--max-new must be at least 1");
     }
     let opts = GenerateOptions {
         chunk: a.chunk,
         sampling,
-        stop: StopCriteria { eos_ids, stop_ids: a.stop_ids.clone(), max_new_tokens: a.max_new },
+        stop: StopCriteria {
+            eos_ids,
+            stop_ids: a.stop_ids.clone(),
+            max_new_tokens: a.max_new,
+        },
         keep_logits: false,
     };
     let stdout = std::io::stdout();
@@ -137,9 +176,19 @@ pub fn generate(a: &GenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn init(preset: Preset, out: &Path, format: WeightFormat, seed: u64, shard_mib: u64) -> anyhow::Result<()> {
+pub fn init(
+    preset: Preset,
+    out: &Path,
+    format: WeightFormat,
+    seed: u64,
+    shard_mib: u64,
+) -> anyhow::Result<()> {
     let cfg = preset_config(preset);
-    let opts = InitOptions { seed, format, max_shard_bytes: shard_mib.max(1) << 20 };
+    let opts = InitOptions {
+        seed,
+        format,
+        max_shard_bytes: shard_mib.max(1) << 20,
+    };
     let summary = write_random_checkpoint(&cfg, out, &opts)?;
     eprintln!(
         "wrote a random {preset} model ({format}) to {}: {} tensors in {} shard(s), {:.1} MB",

@@ -88,11 +88,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot start {} worker threads: {e}", cli.threads))?;
     match cli.command {
         Command::Info { model } => commands::info(&model),
-        Command::Logits { model, ids, out, mtp } => commands::logits(&model, &ids, &out, mtp),
+        Command::Logits {
+            model,
+            ids,
+            out,
+            mtp,
+        } => commands::logits(&model, &ids, &out, mtp),
         Command::Generate(args) => commands::generate(&args),
-        Command::Init { preset, out, format, seed, shard_mib } => {
-            commands::init(preset, &out, format, seed, shard_mib)
-        }
+        Command::Init {
+            preset,
+            out,
+            format,
+            seed,
+            shard_mib,
+        } => commands::init(preset, &out, format, seed, shard_mib),
         Command::Bench(b) => bench::run(&b.args),
     }
 }
