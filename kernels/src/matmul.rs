@@ -41,6 +41,8 @@ pub const DECODE_MAX_ROWS: usize = 8;
 const PREFILL_ROWS: usize = 64;
 /// Largest number of weight rows per task.
 const MAX_TILE: usize = 64;
+/// Target size of the multi-row staging buffer, in floats (32 MiB; tiny in tests so that they cover chunking).
+const STAGING_FLOATS: usize = if cfg!(test) { 4096 } else { 8 << 20 };
 
 /// Borrowed weight matrix `[out_dim, in_dim]`, row-major.
 #[derive(Clone, Copy, Debug)]
@@ -214,10 +216,12 @@ fn matmul_with(
     }
 }
 
-/// Weight rows per task: small enough to give every thread several tasks, at most [`MAX_TILE`], a multiple of 4.
-fn tile_rows(out_dim: usize, threads: usize) -> usize {
+/// Weight rows per task: at most [`MAX_TILE`], a multiple of 4, and small enough that `row_blocks` blocks of input
+/// rows times the weight tiles give every thread about eight tasks.
+fn tile_rows(out_dim: usize, row_blocks: usize, threads: usize) -> usize {
+    let tiles_wanted = (8 * threads.max(1)).div_ceil(row_blocks.max(1));
     out_dim
-        .div_ceil(8 * threads.max(1))
+        .div_ceil(tiles_wanted)
         .next_multiple_of(4)
         .clamp(4, MAX_TILE)
 }
@@ -254,7 +258,7 @@ fn run_with<E: Weight, K: Kernel>(
         y.fill(0.0);
         return;
     }
-    let tile = tile_rows(out_dim, rayon::current_num_threads());
+    let threads = rayon::current_num_threads();
     let task = |s0: usize, s_len: usize, o0: usize, c: &mut [f32]| {
         k.tile(
             Tile {
@@ -269,42 +273,53 @@ fn run_with<E: Weight, K: Kernel>(
         )
     };
     if rows == 1 {
-        // The [o][s] tile layout is y's own layout: write in place.
+        // A single row's tiles are contiguous pieces of y: write in place.
+        let tile = tile_rows(out_dim, 1, threads);
         y.par_chunks_mut(tile)
             .enumerate()
             .for_each(|(t, c)| task(0, 1, t * tile, c));
         return;
     }
-    // Tasks write [o][s] tiles into a staging buffer laid out as [input-row block][o][s within block]; every
-    // task's region is contiguous there. A final pass transposes into y.
+    // Several rows: a task's tile (its input rows x its weight rows) is not contiguous in y, so tasks write into a
+    // staging buffer laid out [row block][weight tile][row in block][weight row in tile], where each task's region
+    // is contiguous, and whole tile rows are then copied into y. Rows are processed in chunks of whole row blocks
+    // so that the staging buffer stays around 32 MiB at most.
     let block = if rows <= DECODE_MAX_ROWS {
         rows
     } else {
         PREFILL_ROWS
     };
-    let mut buf = vec![0.0f32; rows * out_dim];
-    let mut tasks = Vec::new();
-    for (b, region) in buf.chunks_mut(block * out_dim).enumerate() {
-        let s0 = b * block;
-        let s_len = block.min(rows - s0);
-        for (t, c) in region.chunks_mut(tile * s_len).enumerate() {
-            tasks.push((s0, s_len, t * tile, c));
-        }
-    }
-    tasks
-        .into_par_iter()
-        .for_each(|(s0, s_len, o0, c)| task(s0, s_len, o0, c));
-    let buf = &buf;
-    y.par_chunks_mut(out_dim)
-        .enumerate()
-        .for_each(|(s, y_row)| {
-            let b = s / block;
-            let s_len = block.min(rows - b * block);
-            let region = &buf[b * block * out_dim..][..s_len * out_dim];
-            for (o, y) in y_row.iter_mut().enumerate() {
-                *y = region[o * s_len + (s - b * block)];
+    let chunk_rows = ((STAGING_FLOATS / out_dim).max(1).div_ceil(block) * block).min(rows);
+    let tile = tile_rows(out_dim, chunk_rows.div_ceil(block), threads);
+    let mut staging = vec![0.0f32; chunk_rows * out_dim];
+    for (ci, y_chunk) in y.chunks_mut(chunk_rows * out_dim).enumerate() {
+        let c0 = ci * chunk_rows;
+        let c_rows = y_chunk.len() / out_dim;
+        let staging = &mut staging[..c_rows * out_dim];
+        let mut tasks = Vec::new();
+        for (b, region) in staging.chunks_mut(block * out_dim).enumerate() {
+            let s_len = region.len() / out_dim;
+            for (t, c) in region.chunks_mut(tile * s_len).enumerate() {
+                tasks.push((c0 + b * block, s_len, t * tile, c));
             }
-        });
+        }
+        tasks
+            .into_par_iter()
+            .for_each(|(s0, s_len, o0, c)| task(s0, s_len, o0, c));
+        let staging = &*staging;
+        y_chunk
+            .par_chunks_mut(out_dim)
+            .enumerate()
+            .for_each(|(s, y_row)| {
+                let (b, s_in) = (s / block, s % block);
+                let s_len = block.min(c_rows - b * block);
+                let region = &staging[b * block * out_dim..][..s_len * out_dim];
+                for (t, y_piece) in y_row.chunks_mut(tile).enumerate() {
+                    let o_len = y_piece.len();
+                    y_piece.copy_from_slice(&region[t * tile * s_len + s_in * o_len..][..o_len]);
+                }
+            });
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 
 use super::{DECODE_MAX_ROWS, KC, Weight};
 
+/// Weight rows per band in the multi-row decode schedule.
+const DECODE_BAND: usize = 16;
+
 /// One task: input rows `s0..s0 + s_len` against weight rows `o0..`, with the full operands.
 #[derive(Clone, Copy)]
 pub(super) struct Tile<'a, E> {
@@ -26,7 +29,7 @@ pub(super) trait Kernel: Copy + Send + Sync {
         x: [&[f32]; R],
     ) -> [[f32; R]; W];
 
-    /// Computes a tile into `c` (laid out `[o - o0][s - s0]`, `c.len() / s_len` weight rows). Backends override
+    /// Computes a tile into `c` (laid out `[s - s0][o - o0]`, `c.len() / s_len` weight rows). Backends override
     /// this to compile the tile loops, with the kernel inlined, under their target features.
     fn tile<E: Weight>(self, t: Tile<'_, E>, c: &mut [f32]) {
         compute(self, t, c)
@@ -39,14 +42,19 @@ pub(super) fn compute<E: Weight, K: Kernel>(k: K, t: Tile<'_, E>, c: &mut [f32])
     let o_len = c.len() / t.s_len;
     let k_blocks = t.in_dim.div_ceil(KC);
     if t.s_len <= DECODE_MAX_ROWS {
-        // Decode: stream each small group of weight rows front to back once, serving all input rows per i-block
-        // while the weight slice is in L1.
+        // Decode: weight rows are streamed front to back in bands of `band` rows; within a band, each i-block of
+        // the input rows (at most 8 x KC floats) stays in L1 while every weight-row group of the band passes
+        // over it, serving all input rows. A single input row needs no reuse, so its band is one group.
         let wg = if t.s_len == 1 { 4 } else { 2 };
-        for og in (0..o_len).step_by(wg) {
-            let wn = wg.min(o_len - og);
+        let band = if t.s_len == 1 { wg } else { DECODE_BAND };
+        for ob in (0..o_len).step_by(band) {
+            let band_end = (ob + band).min(o_len);
             for kb in 0..k_blocks {
-                for sg in (0..t.s_len).step_by(3) {
-                    group(k, &t, c, og, wn, sg, 3.min(t.s_len - sg), kb);
+                for og in (ob..band_end).step_by(wg) {
+                    let wn = wg.min(band_end - og);
+                    for sg in (0..t.s_len).step_by(3) {
+                        group(k, &t, c, og, wn, sg, 3.min(t.s_len - sg), kb);
+                    }
                 }
             }
         }
@@ -103,11 +111,16 @@ fn fixed<E: Weight, K: Kernel, const W: usize, const R: usize>(
     let w: [&[E]; W] = std::array::from_fn(|a| &t.w[(t.o0 + og + a) * t.in_dim + lo..][..len]);
     let x: [&[f32]; R] = std::array::from_fn(|r| &t.x[(t.s0 + sg + r) * t.in_dim + lo..][..len]);
     let sums = k.block(w, x);
-    for (a, sums) in sums.iter().enumerate() {
-        let row = &mut c[(og + a) * t.s_len + sg..][..R];
-        for (dst, &s) in row.iter_mut().zip(sums) {
+    let o_len = c.len() / t.s_len;
+    for r in 0..R {
+        let row = &mut c[(sg + r) * o_len + og..][..W];
+        for (a, dst) in row.iter_mut().enumerate() {
             // Block sums are added in block order; the first one initialises the output.
-            *dst = if kb == 0 { s } else { *dst + s };
+            *dst = if kb == 0 {
+                sums[a][r]
+            } else {
+                *dst + sums[a][r]
+            };
         }
     }
 }

@@ -236,7 +236,7 @@ impl Default for InitOptions {
 /// What [`write_random_checkpoint`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitSummary {
-    /// Every file written: config.json, generation_config.json, shards, index.
+    /// Every file written, in order: the shards, the index, generation_config.json, config.json.
     pub files: Vec<PathBuf>,
     pub shards: usize,
     /// Tensors stored (weights, scales, tid2eid).
@@ -311,9 +311,10 @@ impl LogicalTensor {
 pub const FP8_BLOCK: usize = 128;
 pub const FP4_GROUP: usize = 32;
 
+/// Collects the layout; inside an MTP block every parameter is booked to `ParamGroup::Mtp`.
 struct LayoutBuilder {
     out: Vec<LogicalTensor>,
-    group_override: Option<ParamGroup>,
+    mtp: bool,
 }
 
 impl LayoutBuilder {
@@ -325,10 +326,10 @@ impl LayoutBuilder {
         group: ParamGroup,
         init: InitDist,
     ) {
-        let group = match (self.group_override, group) {
-            (_, ParamGroup::NotAParameter) => ParamGroup::NotAParameter,
-            (Some(g), _) => g,
-            (None, g) => g,
+        let group = match group {
+            ParamGroup::NotAParameter => group,
+            _ if self.mtp => ParamGroup::Mtp,
+            _ => group,
         };
         self.out.push(LogicalTensor {
             name,
@@ -342,25 +343,49 @@ impl LayoutBuilder {
     fn linear(
         &mut self,
         name: String,
-        out: usize,
-        inp: usize,
+        out_in: (usize, usize),
         storage: Storage,
         group: ParamGroup,
     ) {
-        let std = 1.0 / (inp.max(1) as f32).sqrt();
+        let std = 1.0 / (out_in.1.max(1) as f32).sqrt();
         self.push(
             name,
-            vec![out, inp],
+            vec![out_in.0, out_in.1],
             storage,
             group,
             InitDist::Normal { std },
         );
     }
+    /// An RMSNorm weight (BF16, ones).
     fn norm(&mut self, name: String, n: usize, group: ParamGroup) {
         self.push(name, vec![n], Storage::Bf16, group, InitDist::Const(1.0));
     }
     fn f32(&mut self, name: String, shape: Vec<usize>, group: ParamGroup, init: InitDist) {
         self.push(name, shape, Storage::F32, group, init);
+    }
+    /// mHC parameters `{p}{site}_fn [rows, n*D]` (std 1/sqrt(n*D)), `_base [rows]` = 0 and
+    /// `_scale [scales]` = 1.
+    fn hc(&mut self, prefix: String, rows: usize, nd: usize, scales: usize) {
+        let g = ParamGroup::HcAndNorms;
+        let std = 1.0 / (nd.max(1) as f32).sqrt();
+        self.f32(
+            format!("{prefix}_fn"),
+            vec![rows, nd],
+            g,
+            InitDist::Normal { std },
+        );
+        self.f32(
+            format!("{prefix}_base"),
+            vec![rows],
+            g,
+            InitDist::Const(0.0),
+        );
+        self.f32(
+            format!("{prefix}_scale"),
+            vec![scales],
+            g,
+            InitDist::Const(1.0),
+        );
     }
 }
 
@@ -370,81 +395,44 @@ impl LayoutBuilder {
 pub fn official_layout(cfg: &ModelConfig) -> Vec<LogicalTensor> {
     use ParamGroup as G;
     use Storage as S;
-    let d_model = cfg.hidden_size;
-    let n = cfg.hc_mult;
-    let nd = n * d_model;
+    let (dm, v) = (cfg.hidden_size, cfg.vocab_size);
+    let (n, nd) = (cfg.hc_mult, cfg.hc_mult * cfg.hidden_size);
     let mut b = LayoutBuilder {
         out: Vec::new(),
-        group_override: None,
+        mtp: false,
     };
 
+    let embed_init = InitDist::Normal { std: 1.0 };
     b.push(
         "embed.weight".into(),
-        vec![cfg.vocab_size, d_model],
+        vec![v, dm],
         S::Bf16,
         G::Embedding,
-        InitDist::Normal { std: 1.0 },
+        embed_init,
     );
-    b.linear(
-        "head.weight".into(),
-        cfg.vocab_size,
-        d_model,
-        S::Bf16,
-        G::Head,
-    );
-    b.norm("norm.weight".into(), d_model, G::HcAndNorms);
-    hc_head(&mut b, "", n, nd);
+    b.linear("head.weight".into(), (v, dm), S::Bf16, G::Head);
+    b.norm("norm.weight".into(), dm, G::HcAndNorms);
+    b.hc("hc_head".into(), n, nd, 1);
 
-    let total_blocks = cfg.num_hidden_layers + cfg.num_nextn_predict_layers;
-    for layer in 0..total_blocks {
-        let is_mtp = layer >= cfg.num_hidden_layers;
-        let p = if is_mtp {
+    for layer in 0..cfg.num_hidden_layers + cfg.num_nextn_predict_layers {
+        b.mtp = layer >= cfg.num_hidden_layers;
+        let p = if b.mtp {
             format!("mtp.{}.", layer - cfg.num_hidden_layers)
         } else {
             format!("layers.{layer}.")
         };
-        b.group_override = is_mtp.then_some(G::Mtp);
-        if is_mtp {
-            b.linear(
-                format!("{p}e_proj.weight"),
-                d_model,
-                d_model,
-                S::Fp8Linear,
-                G::Mtp,
-            );
-            b.linear(
-                format!("{p}h_proj.weight"),
-                d_model,
-                d_model,
-                S::Fp8Linear,
-                G::Mtp,
-            );
-            b.norm(format!("{p}enorm.weight"), d_model, G::Mtp);
-            b.norm(format!("{p}hnorm.weight"), d_model, G::Mtp);
-            b.norm(format!("{p}norm.weight"), d_model, G::Mtp);
-            hc_head(&mut b, &p, n, nd);
+        if b.mtp {
+            b.linear(format!("{p}e_proj.weight"), (dm, dm), S::Fp8Linear, G::Mtp);
+            b.linear(format!("{p}h_proj.weight"), (dm, dm), S::Fp8Linear, G::Mtp);
+            for norm in ["enorm", "hnorm", "norm"] {
+                b.norm(format!("{p}{norm}.weight"), dm, G::Mtp);
+            }
+            b.hc(format!("{p}hc_head"), n, nd, 1);
         }
-        block(&mut b, cfg, &p, layer, !is_mtp && cfg.is_hash_layer(layer));
+        let hash = !b.mtp && cfg.is_hash_layer(layer);
+        block(&mut b, cfg, &p, layer, hash);
     }
     b.out
-}
-
-fn hc_head(b: &mut LayoutBuilder, p: &str, n: usize, nd: usize) {
-    let g = ParamGroup::HcAndNorms;
-    let std = 1.0 / (nd.max(1) as f32).sqrt();
-    b.f32(
-        format!("{p}hc_head_fn"),
-        vec![n, nd],
-        g,
-        InitDist::Normal { std },
-    );
-    b.f32(format!("{p}hc_head_base"), vec![n], g, InitDist::Const(0.0));
-    b.f32(
-        format!("{p}hc_head_scale"),
-        vec![1],
-        g,
-        InitDist::Const(1.0),
-    );
 }
 
 /// One decoder block (main layer or MTP block) with prefix `p`.
@@ -453,33 +441,14 @@ fn block(b: &mut LayoutBuilder, cfg: &ModelConfig, p: &str, layer: usize, hash: 
     use Storage as S;
     let dm = cfg.hidden_size;
     let n = cfg.hc_mult;
-    let mix = (2 + n) * n;
-    let hc_std = 1.0 / ((n * dm).max(1) as f32).sqrt();
-    for site in ["attn", "ffn"] {
-        b.f32(
-            format!("{p}hc_{site}_fn"),
-            vec![mix, n * dm],
-            G::HcAndNorms,
-            InitDist::Normal { std: hc_std },
-        );
-        b.f32(
-            format!("{p}hc_{site}_base"),
-            vec![mix],
-            G::HcAndNorms,
-            InitDist::Const(0.0),
-        );
-        b.f32(
-            format!("{p}hc_{site}_scale"),
-            vec![3],
-            G::HcAndNorms,
-            InitDist::Const(1.0),
-        );
-    }
+    b.hc(format!("{p}hc_attn"), (2 + n) * n, n * dm, 3);
+    b.hc(format!("{p}hc_ffn"), (2 + n) * n, n * dm, 3);
     b.norm(format!("{p}attn_norm.weight"), dm, G::HcAndNorms);
     b.norm(format!("{p}ffn_norm.weight"), dm, G::HcAndNorms);
 
     // Attention (spec §2.5).
     let (h, hd, q) = (cfg.num_attention_heads, cfg.head_dim, cfg.q_lora_rank);
+    let (g, ol) = (cfg.o_groups, cfg.o_lora_rank);
     let a = format!("{p}attn.");
     b.f32(
         format!("{a}attn_sink"),
@@ -487,29 +456,36 @@ fn block(b: &mut LayoutBuilder, cfg: &ModelConfig, p: &str, layer: usize, hash: 
         G::Attention,
         InitDist::Const(0.0),
     );
-    b.linear(format!("{a}wq_a.weight"), q, dm, S::Fp8Linear, G::Attention);
-    b.norm(format!("{a}q_norm.weight"), q, G::Attention);
     b.linear(
-        format!("{a}wq_b.weight"),
-        h * hd,
-        q,
+        format!("{a}wq_a.weight"),
+        (q, dm),
         S::Fp8Linear,
         G::Attention,
     );
-    b.linear(format!("{a}wkv.weight"), hd, dm, S::Fp8Linear, G::Attention);
+    b.norm(format!("{a}q_norm.weight"), q, G::Attention);
+    b.linear(
+        format!("{a}wq_b.weight"),
+        (h * hd, q),
+        S::Fp8Linear,
+        G::Attention,
+    );
+    b.linear(
+        format!("{a}wkv.weight"),
+        (hd, dm),
+        S::Fp8Linear,
+        G::Attention,
+    );
     b.norm(format!("{a}kv_norm.weight"), hd, G::Attention);
-    let o_in = h * hd / cfg.o_groups.max(1);
+    let o_in = h * hd / g.max(1);
     b.linear(
         format!("{a}wo_a.weight"),
-        cfg.o_groups * cfg.o_lora_rank,
-        o_in,
+        (g * ol, o_in),
         S::Fp8Linear,
         G::Attention,
     );
     b.linear(
         format!("{a}wo_b.weight"),
-        dm,
-        cfg.o_groups * cfg.o_lora_rank,
+        (dm, g * ol),
         S::Fp8Linear,
         G::Attention,
     );
@@ -522,88 +498,40 @@ fn block(b: &mut LayoutBuilder, cfg: &ModelConfig, p: &str, layer: usize, hash: 
     if let AttnKind::Csa { .. } = kind {
         let ix = format!("{a}indexer.");
         let (ih, id) = (cfg.index_n_heads, cfg.index_head_dim);
-        b.linear(
-            format!("{ix}wq_b.weight"),
-            ih * id,
-            q,
-            S::Fp8Linear,
-            G::CompressorIndexer,
-        );
-        b.linear(
-            format!("{ix}weights_proj.weight"),
-            ih,
-            dm,
-            S::Bf16,
-            G::CompressorIndexer,
-        );
+        let ci = G::CompressorIndexer;
+        b.linear(format!("{ix}wq_b.weight"), (ih * id, q), S::Fp8Linear, ci);
+        b.linear(format!("{ix}weights_proj.weight"), (ih, dm), S::Bf16, ci);
         compressor(b, &format!("{ix}compressor."), kind, id, dm);
     }
 
-    // MoE (spec §2.8).
+    // MoE (spec §2.8): learned layers have `gate.bias`, hash layers `gate.tid2eid`.
     let f = format!("{p}ffn.");
     let (e, inter) = (cfg.n_routed_experts, cfg.moe_intermediate_size);
-    b.linear(format!("{f}gate.weight"), e, dm, S::Bf16, G::Router);
+    b.linear(format!("{f}gate.weight"), (e, dm), S::Bf16, G::Router);
     if hash {
-        b.push(
-            format!("{f}gate.tid2eid"),
-            vec![cfg.vocab_size, cfg.num_experts_per_tok],
-            S::I64,
-            G::NotAParameter,
-            InitDist::Tid2Eid,
-        );
+        let shape = vec![cfg.vocab_size, cfg.num_experts_per_tok];
+        let name = format!("{f}gate.tid2eid");
+        b.push(name, shape, S::I64, G::NotAParameter, InitDist::Tid2Eid);
     } else {
-        b.f32(
-            format!("{f}gate.bias"),
-            vec![e],
-            G::Router,
-            InitDist::Normal { std: 0.01 },
-        );
+        let init = InitDist::Normal { std: 0.01 };
+        b.f32(format!("{f}gate.bias"), vec![e], G::Router, init);
     }
+    let ffn = [
+        ("w1", (inter, dm)),
+        ("w2", (dm, inter)),
+        ("w3", (inter, dm)),
+    ];
     for x in 0..e {
-        b.linear(
-            format!("{f}experts.{x}.w1.weight"),
-            inter,
-            dm,
-            S::Fp4Expert,
-            G::RoutedExperts,
-        );
-        b.linear(
-            format!("{f}experts.{x}.w2.weight"),
-            dm,
-            inter,
-            S::Fp4Expert,
-            G::RoutedExperts,
-        );
-        b.linear(
-            format!("{f}experts.{x}.w3.weight"),
-            inter,
-            dm,
-            S::Fp4Expert,
-            G::RoutedExperts,
-        );
+        for (w, shape) in ffn {
+            let name = format!("{f}experts.{x}.{w}.weight");
+            b.linear(name, shape, S::Fp4Expert, G::RoutedExperts);
+        }
     }
     if cfg.n_shared_experts > 0 {
-        b.linear(
-            format!("{f}shared_experts.w1.weight"),
-            inter,
-            dm,
-            S::Fp8Linear,
-            G::SharedExperts,
-        );
-        b.linear(
-            format!("{f}shared_experts.w2.weight"),
-            dm,
-            inter,
-            S::Fp8Linear,
-            G::SharedExperts,
-        );
-        b.linear(
-            format!("{f}shared_experts.w3.weight"),
-            inter,
-            dm,
-            S::Fp8Linear,
-            G::SharedExperts,
-        );
+        for (w, shape) in ffn {
+            let name = format!("{f}shared_experts.{w}.weight");
+            b.linear(name, shape, S::Fp8Linear, G::SharedExperts);
+        }
     }
 }
 
@@ -615,14 +543,20 @@ fn compressor(b: &mut LayoutBuilder, pre: &str, kind: AttnKind, c: usize, dm: us
     } else {
         1
     };
+    let ape_init = InitDist::Normal { std: 0.02 };
     b.f32(
         format!("{pre}ape"),
         vec![kind.ratio(), coff * c],
         g,
-        InitDist::Normal { std: 0.02 },
+        ape_init,
     );
-    b.linear(format!("{pre}wkv.weight"), coff * c, dm, Storage::Bf16, g);
-    b.linear(format!("{pre}wgate.weight"), coff * c, dm, Storage::Bf16, g);
+    b.linear(format!("{pre}wkv.weight"), (coff * c, dm), Storage::Bf16, g);
+    b.linear(
+        format!("{pre}wgate.weight"),
+        (coff * c, dm),
+        Storage::Bf16,
+        g,
+    );
     b.norm(format!("{pre}norm.weight"), c, g);
 }
 
@@ -716,19 +650,17 @@ pub fn write_random_checkpoint(
 ) -> Result<InitSummary, InitError> {
     cfg.validate(&out_dir.join("config.json"))?;
     let layout = official_layout(cfg);
-    if opts.format == WeightFormat::Fp8Fp4 {
-        if let Some(t) = layout
-            .iter()
-            .find(|t| t.storage == Storage::Fp4Expert && t.shape[1] % FP4_GROUP != 0)
-        {
-            return Err(InitError::Unsupported {
-                format: opts.format,
-                message: format!(
-                    "`{}` has {} input features, FP4 needs a multiple of {FP4_GROUP}",
-                    t.name, t.shape[1]
-                ),
-            });
-        }
+    let bad_fp4 = layout
+        .iter()
+        .find(|t| t.storage == Storage::Fp4Expert && t.shape[1] % FP4_GROUP != 0);
+    if let (WeightFormat::Fp8Fp4, Some(t)) = (opts.format, bad_fp4) {
+        return Err(InitError::Unsupported {
+            format: opts.format,
+            message: format!(
+                "`{}` has {} input features, FP4 needs a multiple of {FP4_GROUP}",
+                t.name, t.shape[1]
+            ),
+        });
     }
     std::fs::create_dir_all(out_dir).map_err(|source| InitError::Io {
         path: out_dir.to_path_buf(),
@@ -930,18 +862,15 @@ mod generate {
         out
     }
 
-    /// Quantize `vals [rows, cols]` in parallel slabs of `slab` rows (a multiple of the FP8 block,
+    /// Quantize `vals [_, cols]` in parallel slabs of `slab` rows (a multiple of the FP8 block,
     /// so the per-slab scale rows concatenate); the result does not depend on the thread count.
-    fn quantize(vals: &[f32], rows: usize, cols: usize, storage: Storage) -> (Vec<u8>, Vec<u8>) {
+    fn quantize(vals: &[f32], cols: usize, storage: Storage) -> (Vec<u8>, Vec<u8>) {
         let slab = FP8_BLOCK;
         let parts: Vec<(Vec<u8>, Vec<u8>)> = vals
             .par_chunks((slab * cols).max(1))
             .map(|part| {
-                let r = if cols == 0 {
-                    rows.min(slab)
-                } else {
-                    part.len() / cols
-                };
+                // `vals` is empty when `cols == 0`, so no part reaches here then.
+                let r = part.len() / cols.max(1);
                 match storage {
                     Storage::Fp8Linear => quant_fp8_blocks(part, r, cols, FP8_BLOCK),
                     _ => quant_fp4_groups(part, r, cols, FP4_GROUP),
@@ -1009,7 +938,7 @@ mod generate {
                     .collect(),
                 _ if !quantized => bf16_bytes(&vals),
                 storage => {
-                    let (q, s) = quantize(&vals, r, cols, storage);
+                    let (q, s) = quantize(&vals, cols, storage);
                     if keep_quantized {
                         scales.extend_from_slice(&s);
                         q
@@ -1248,11 +1177,11 @@ mod tests {
         let (rows, cols) = (w.shape()[0], w.shape()[1]);
         let bc = cols.div_ceil(FP8_BLOCK);
         let ref_vals = bf("layers.1.attn.wq_b.weight");
-        for i in 0..rows * cols {
+        assert_eq!(ref_vals.len(), rows * cols);
+        for (i, (&q, &want)) in w.data().iter().zip(&ref_vals).enumerate() {
             let sc = s.data()[(i / cols / FP8_BLOCK) * bc + (i % cols) / FP8_BLOCK];
-            let v =
-                v4_kernels::quant::e4m3_to_f32(w.data()[i]) * v4_kernels::quant::e8m0_to_f32(sc);
-            assert_eq!(v, ref_vals[i], "element {i}");
+            let v = v4_kernels::quant::e4m3_to_f32(q) * v4_kernels::quant::e8m0_to_f32(sc);
+            assert_eq!(v, want, "element {i}");
         }
         // std ~ 1/sqrt(in) for linears, 1 for the embedding, norms 1, sinks 0.
         let std = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
