@@ -1,9 +1,9 @@
 //! Decode GEMV throughput versus measured memory read bandwidth.
 //!
-//! Multiplies a `[32768, 2048]` bf16 weight matrix (128 MiB) by 1 and by 8 input rows and reports the weight
-//! bytes streamed per second (best of several runs after a warm-up), next to the read bandwidth measured by
-//! `v4_kernels::bandwidth::measure_read_bandwidth` on the same rayon pool. Also reports prefill throughput in
-//! GFLOP/s for a 256-row batch.
+//! Multiplies a `[32768, 2048]` bf16 weight matrix (128 MiB) by 1 and by 8 input rows and reports
+//! the weight bytes streamed per second (best of several runs after a warm-up), next to the read
+//! bandwidth measured by `v4_kernels::bandwidth::measure_read_bandwidth` on the same rayon pool.
+//! Also reports prefill throughput in GFLOP/s for a 256-row batch.
 //!
 //! `cargo run --release -p v4-kernels --example gemv_bench`
 

@@ -1,7 +1,7 @@
 //! bfloat16 <-> f32 conversion.
 //!
-//! A bf16 value is the upper 16 bits of an IEEE-754 binary32, so widening is exact and narrowing is a rounding
-//! of the low 16 mantissa bits.
+//! A bf16 value is the upper 16 bits of an IEEE-754 binary32, so widening is exact and narrowing is
+//! a rounding of the low 16 mantissa bits.
 
 /// Widens a bf16 bit pattern to f32. Exact for every input (NaN payloads are preserved).
 #[inline]
@@ -11,17 +11,18 @@ pub fn bf16_to_f32(b: u16) -> f32 {
 
 /// Narrows an f32 to bf16 with round-to-nearest, ties-to-even.
 ///
-/// Finite values too large for bf16 round to +-infinity (as IEEE rounding prescribes), infinities stay
-/// infinities and NaN stays NaN (made quiet, sign kept).
+/// Finite values too large for bf16 round to +-infinity (as IEEE rounding prescribes), infinities
+/// stay infinities and NaN stays NaN (made quiet, sign kept).
 #[inline]
 pub fn f32_to_bf16(x: f32) -> u16 {
     let bits = x.to_bits();
     if x.is_nan() {
-        // Keep sign and the top of the payload, force the quiet bit so truncation cannot produce an infinity.
+        // Keep sign and the top of the payload, force the quiet bit so truncation cannot produce an
+        // infinity.
         return ((bits >> 16) as u16) | 0x0040;
     }
-    // Adding 0x7FFF plus the lowest kept bit rounds to nearest with ties to even; a carry out of the mantissa
-    // correctly bumps the exponent (up to infinity).
+    // Adding 0x7FFF plus the lowest kept bit rounds to nearest with ties to even; a carry out of
+    // the mantissa correctly bumps the exponent (up to infinity).
     let lsb = (bits >> 16) & 1;
     (bits.wrapping_add(0x7FFF + lsb) >> 16) as u16
 }

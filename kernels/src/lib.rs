@@ -1,15 +1,17 @@
 //! CPU compute kernels for the DeepSeek-V4 inference engine.
 //!
 //! * [`bf16`]: bfloat16 <-> f32 conversion.
-//! * [`quant`]: the low-precision formats of the official DeepSeek-V4 checkpoint (FP8 E4M3 with E8M0 block
-//!   scales, FP4 E2M1 with E8M0 group scales): scalar codecs, block dequantization and the inverse quantizers.
-//! * [`matmul`]: linear layers `y = x W^T` with bf16 or f32 weights, deterministic across batch sizes and
-//!   thread counts.
-//! * [`vec`]: small SIMD vector helpers (`dot`, `axpy`).
-//! * [`bandwidth`]: a memory read-bandwidth probe used to judge how close the GEMV gets to the hardware limit.
+//! * [`quant`]: the low-precision formats of the official DeepSeek-V4 checkpoint (FP8 E4M3 with
+//!   E8M0 block scales, FP4 E2M1 with E8M0 group scales): scalar codecs, block dequantization and
+//!   the inverse quantizers.
+//! * [`matmul`]: linear layers `y = x W^T` with bf16 or f32 weights, deterministic across batch
+//!   sizes and thread counts.
+//! * [`vec`](mod@vec): small SIMD vector helpers (`dot`, `axpy`).
+//! * [`bandwidth`]: a memory read-bandwidth probe used to judge how close the GEMV gets to the
+//!   hardware limit.
 //!
-//! SIMD code paths require AVX2 + FMA, are selected at run time with `is_x86_feature_detected!`, and always have
-//! a portable scalar fallback, so the crate builds and works on any target.
+//! SIMD code paths require AVX2 + FMA, are selected at run time with `is_x86_feature_detected!`,
+//! and always have a portable scalar fallback, so the crate builds and works on any target.
 
 pub mod bandwidth;
 pub mod bf16;

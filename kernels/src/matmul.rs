@@ -2,28 +2,33 @@
 //!
 //! # Determinism
 //!
-//! Every output `y[s, o]` is the dot product of input row `s` with weight row `o`, and it is computed with one
-//! fixed arithmetic recipe that depends only on `in_dim` and on the CPU features (AVX2 + FMA or not), never on
-//! the batch size, the position of `s` in the batch, the thread count or the tiling:
+//! Every output `y[s, o]` is the dot product of input row `s` with weight row `o`, and it is
+//! computed with one fixed arithmetic recipe that depends only on `in_dim` and on the CPU features
+//! (AVX2 + FMA or not), never on the batch size, the position of `s` in the batch, the thread count
+//! or the tiling:
 //!
-//! 1. The `i` dimension is cut into consecutive blocks of [`KC`] elements (the last one may be shorter).
-//! 2. Within a block, two 8-lane accumulators take alternate 8-element chunks of each 16-element step
-//!    (`acc0 += w[i..i+8] * x[i..i+8]`, `acc1 += w[i+8..i+16] * x[i+8..i+16]`, fused multiply-add on the SIMD
-//!    path); a leftover 8-element chunk goes to `acc0`. The block sum is the fixed-pattern horizontal sum of
-//!    `acc0 + acc1`, plus the scalar tail (`< 8` elements) added one by one.
+//! 1. The `i` dimension is cut into consecutive blocks of [`KC`] elements (the last one may be
+//!    shorter).
+//! 2. Within a block, two 8-lane accumulators take alternate 8-element chunks of each 16-element
+//!    step (`acc0 += w[i..i+8] * x[i..i+8]`, `acc1 += w[i+8..i+16] * x[i+8..i+16]`, fused
+//!    multiply-add on the SIMD path); a leftover 8-element chunk goes to `acc0`. The block sum is
+//!    the fixed-pattern horizontal sum of `acc0 + acc1`, plus the scalar tail (`< 8` elements)
+//!    added one by one.
 //! 3. The block sums are added in block order: `y = ((b0 + b1) + b2) + ...`.
 //!
-//! The kernels only change *which* dots are computed together (so a weight row loaded once serves several input
-//! rows) and in which order the independent block computations run; each dot's own sequence of floating-point
-//! operations is untouched. Hence a single decode row is bit-identical to the same row inside a batch.
+//! The kernels only change *which* dots are computed together (so a weight row loaded once serves
+//! several input rows) and in which order the independent block computations run; each dot's own
+//! sequence of floating-point operations is untouched. Hence a single decode row is bit-identical
+//! to the same row inside a batch.
 //!
 //! # Parallelism and tiling
 //!
-//! Work is split over tiles of output rows (and, for large batches, blocks of input rows) on the current rayon
-//! pool; the `i` dimension is never split across threads. For decode (at most [`DECODE_MAX_ROWS`] rows) each small
-//! group of weight rows is streamed once, front to back, and multiplied with all input rows while it is in L1.
-//! For prefill, a `KC`-wide slice of a 64-row weight tile stays in cache while groups of three input rows sweep
-//! over it, so each weight element is read from memory once per 64 input rows and converted once per 3.
+//! Work is split over tiles of output rows (and, for large batches, blocks of input rows) on the
+//! current rayon pool; the `i` dimension is never split across threads. For decode (at most
+//! [`DECODE_MAX_ROWS`] rows) each small group of weight rows is streamed once, front to back, and
+//! multiplied with all input rows while it is in L1. For prefill, a `KC`-wide slice of a 64-row
+//! weight tile stays in cache while groups of three input rows sweep over it, so each weight
+//! element is read from memory once per 64 input rows and converted once per 3.
 
 mod scalar;
 mod tile;
@@ -33,7 +38,8 @@ mod x86;
 use rayon::prelude::*;
 use tile::{Kernel, Tile};
 
-/// Width of the `i`-blocks of the canonical summation order (part of the arithmetic; a multiple of 16).
+/// Width of the `i`-blocks of the canonical summation order (part of the arithmetic; a multiple of
+/// 16).
 pub const KC: usize = 512;
 /// Batches up to this many rows use the decode (weight-streaming) schedule.
 pub const DECODE_MAX_ROWS: usize = 8;
@@ -41,7 +47,8 @@ pub const DECODE_MAX_ROWS: usize = 8;
 const PREFILL_ROWS: usize = 64;
 /// Largest number of weight rows per task.
 const MAX_TILE: usize = 64;
-/// Target size of the multi-row staging buffer, in floats (32 MiB; tiny in tests so that they cover chunking).
+/// Target size of the multi-row staging buffer, in floats (32 MiB; tiny in tests so that they cover
+/// chunking).
 const STAGING_FLOATS: usize = if cfg!(test) { 4096 } else { 8 << 20 };
 
 /// Borrowed weight matrix `[out_dim, in_dim]`, row-major.
@@ -118,11 +125,13 @@ impl Backend {
     }
 }
 
-/// `y[s * out_dim + o] = sum_i x[s * in_dim + i] * w[o * in_dim + i]` for `s < rows`, `o < out_dim`.
+/// `y[s * out_dim + o] = sum_i x[s * in_dim + i] * w[o * in_dim + i]` for `s < rows`, `o <
+/// out_dim`.
 ///
-/// `x` is `[rows, in_dim]`, `w` is `[out_dim, in_dim]` and `y` is `[rows, out_dim]`, all row-major; `y` is
-/// overwritten. Runs on the current rayon pool. Results are bit-identical for a given `in_dim` and CPU whatever
-/// `rows`, the row's position in the batch and the thread count (see the module documentation).
+/// `x` is `[rows, in_dim]`, `w` is `[out_dim, in_dim]` and `y` is `[rows, out_dim]`, all row-major;
+/// `y` is overwritten. Runs on the current rayon pool. Results are bit-identical for a given
+/// `in_dim` and CPU whatever `rows`, the row's position in the batch and the thread count (see the
+/// module documentation).
 ///
 /// # Panics
 /// Panics only if a slice length is inconsistent with the shapes.
@@ -137,7 +146,8 @@ pub fn matmul(
     matmul_with(Backend::detect(), x, rows, in_dim, w, out_dim, y);
 }
 
-/// Plain scalar reference for [`matmul`] with the same contract (f64 accumulation, single-threaded).
+/// Plain scalar reference for [`matmul`] with the same contract (f64 accumulation,
+/// single-threaded).
 ///
 /// # Panics
 /// Panics only if a slice length is inconsistent with the shapes.
@@ -216,8 +226,8 @@ fn matmul_with(
     }
 }
 
-/// Weight rows per task: at most [`MAX_TILE`], a multiple of 4, and small enough that `row_blocks` blocks of input
-/// rows times the weight tiles give every thread about eight tasks.
+/// Weight rows per task: at most [`MAX_TILE`], a multiple of 4, and small enough that `row_blocks`
+/// blocks of input rows times the weight tiles give every thread about eight tasks.
 fn tile_rows(out_dim: usize, row_blocks: usize, threads: usize) -> usize {
     let tiles_wanted = (8 * threads.max(1)).div_ceil(row_blocks.max(1));
     out_dim
@@ -280,10 +290,11 @@ fn run_with<E: Weight, K: Kernel>(
             .for_each(|(t, c)| task(0, 1, t * tile, c));
         return;
     }
-    // Several rows: a task's tile (its input rows x its weight rows) is not contiguous in y, so tasks write into a
-    // staging buffer laid out [row block][weight tile][row in block][weight row in tile], where each task's region
-    // is contiguous, and whole tile rows are then copied into y. Rows are processed in chunks of whole row blocks
-    // so that the staging buffer stays around 32 MiB at most.
+    // Several rows: a task's tile (its input rows x its weight rows) is not contiguous in y, so
+    // tasks write into a staging buffer laid out [row block][weight tile][row in block][weight row
+    // in tile], where each task's region is contiguous, and whole tile rows are then copied into y.
+    // Rows are processed in chunks of whole row blocks so that the staging buffer stays around 32
+    // MiB at most.
     let block = if rows <= DECODE_MAX_ROWS {
         rows
     } else {

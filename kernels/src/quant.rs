@@ -1,13 +1,15 @@
 //! Low-precision formats of the official DeepSeek-V4 checkpoint.
 //!
-//! * **FP8 E4M3** (`float8_e4m3fn`): 1 sign, 4 exponent (bias 7), 3 mantissa bits; subnormals, no infinities,
-//!   `0x7F`/`0xFF` are NaN and the largest finite value is `0x7E` = 448.
+//! * **FP8 E4M3** (`float8_e4m3fn`): 1 sign, 4 exponent (bias 7), 3 mantissa bits; subnormals, no
+//!   infinities, `0x7F`/`0xFF` are NaN and the largest finite value is `0x7E` = 448.
 //! * **E8M0**: an unsigned power-of-two scale `2^(b - 127)`; `0xFF` is NaN.
-//! * **FP4 E2M1**: a nibble with bit 3 the sign and bits 0-2 indexing `{0, 0.5, 1, 1.5, 2, 3, 4, 6}`.
+//! * **FP4 E2M1**: a nibble with bit 3 the sign and bits 0-2 indexing `{0, 0.5, 1, 1.5, 2, 3, 4,
+//!   6}`.
 //!
-//! FP8 weights carry one E8M0 scale per `block x block` tile; FP4 weights are packed two per byte (even column in
-//! the low nibble) with one E8M0 scale per `group` consecutive columns of a row. The dequantizers run on the
-//! current rayon pool; the quantizers are the inverse used to build random checkpoints.
+//! FP8 weights carry one E8M0 scale per `block x block` tile; FP4 weights are packed two per byte
+//! (even column in the low nibble) with one E8M0 scale per `group` consecutive columns of a row.
+//! The dequantizers run on the current rayon pool; the quantizers are the inverse used to build
+//! random checkpoints.
 
 use rayon::prelude::*;
 
@@ -71,8 +73,8 @@ pub fn e4m3_to_f32(b: u8) -> f32 {
 
 /// Encodes an f32 as FP8 E4M3 with round-to-nearest, ties-to-even.
 ///
-/// Magnitudes at or above 448 (including infinities) saturate to +-448 (`0x7E`/`0xFE`); NaN gives `0x7F`.
-/// The sign of zero is kept (`-0.0` -> `0x80`).
+/// Magnitudes at or above 448 (including infinities) saturate to +-448 (`0x7E`/`0xFE`); NaN gives
+/// `0x7F`. The sign of zero is kept (`-0.0` -> `0x80`).
 pub fn f32_to_e4m3(x: f32) -> u8 {
     if x.is_nan() {
         return 0x7F;
@@ -83,20 +85,24 @@ pub fn f32_to_e4m3(x: f32) -> u8 {
         return sign | 0x7E;
     }
     let code = if a < pow2_normal(-6) {
-        // Subnormal range: units of 2^-9. Rounding up to 8 lands exactly on code 0x08, the smallest normal.
+        // Subnormal range: units of 2^-9. Rounding up to 8 lands exactly on code 0x08, the smallest
+        // normal.
         (a * 512.0).round_ties_even() as u8
     } else {
-        // a is a normal f32 with exponent e in -6..=8; scale so the mantissa with its 3 kept bits lies in [8, 16].
+        // a is a normal f32 with exponent e in -6..=8; scale so the mantissa with its 3 kept bits
+        // lies in [8, 16].
         let e = ((a.to_bits() >> 23) as i32) - 127;
         let q = (a * pow2_normal(3 - e)).round_ties_even() as u32;
-        // Rounding up to 16 carries into the next binade. (Below 448 the result stays finite: e = 8 gives q <= 14.)
+        // Rounding up to 16 carries into the next binade. (Below 448 the result stays finite: e = 8
+        // gives q <= 14.)
         let (e, q) = if q >= 16 { (e + 1, 8) } else { (e, q) };
         (((e + 7) as u32) << 3 | (q - 8)) as u8
     };
     sign | code
 }
 
-/// Decodes an E8M0 scale byte: `2^(b - 127)`, with `255` giving NaN. Exact (`b = 0` is the subnormal `2^-127`).
+/// Decodes an E8M0 scale byte: `2^(b - 127)`, with `255` giving NaN. Exact (`b = 0` is the
+/// subnormal `2^-127`).
 #[inline]
 pub fn e8m0_to_f32(b: u8) -> f32 {
     match b {
@@ -112,7 +118,8 @@ pub fn e2m1_to_f32(nibble: u8) -> f32 {
     E2M1_LUT[(nibble & 0x0F) as usize]
 }
 
-/// Encodes an f32 as the nearest FP4 E2M1 nibble; ties go to the even code, magnitudes above 6 saturate to +-6.
+/// Encodes an f32 as the nearest FP4 E2M1 nibble; ties go to the even code, magnitudes above 6
+/// saturate to +-6.
 ///
 /// E2M1 has no NaN: NaN encodes as `+0` (code 0). The sign of zero is kept (`-0.0` -> `0x8`).
 pub fn f32_to_e2m1(x: f32) -> u8 {
@@ -121,8 +128,8 @@ pub fn f32_to_e2m1(x: f32) -> u8 {
     }
     let sign = ((x.to_bits() >> 31) as u8) << 3;
     let a = x.abs();
-    // Decision points are the midpoints between neighbouring values; at a midpoint the even code wins
-    // (`<=` when the lower code is even, `<` when the upper one is).
+    // Decision points are the midpoints between neighbouring values; at a midpoint the even code
+    // wins (`<=` when the lower code is even, `<` when the upper one is).
     let code = if a <= 0.25 {
         0
     } else if a < 0.75 {
@@ -148,8 +155,9 @@ fn blocks(n: usize, block: usize) -> usize {
     n.div_ceil(block)
 }
 
-/// Dequantizes an FP8 E4M3 weight `[rows, cols]` (one byte per element) whose E8M0 scales are laid out
-/// `[ceil(rows / block), ceil(cols / block)]` row-major: `out[r, c] = e4m3(w[r, c]) * e8m0(scale[r / block, c / block])`.
+/// Dequantizes an FP8 E4M3 weight `[rows, cols]` (one byte per element) whose E8M0 scales are laid
+/// out `[ceil(rows / block), ceil(cols / block)]` row-major: `out[r, c] = e4m3(w[r, c]) *
+/// e8m0(scale[r / block, c / block])`.
 ///
 /// Runs on the current rayon pool.
 ///
@@ -196,9 +204,10 @@ pub fn dequant_fp8_blocks(
         });
 }
 
-/// Dequantizes an FP4 E2M1 weight packed `[rows, cols / 2]` (byte `k` of a row holds logical column `2k` in its
-/// low nibble and `2k + 1` in its high nibble) with E8M0 scales `[rows, ceil(cols / group)]` (one scale per
-/// `group` consecutive columns; `group = 32` in the official checkpoint) into f32 `[rows, cols]`.
+/// Dequantizes an FP4 E2M1 weight packed `[rows, cols / 2]` (byte `k` of a row holds logical column
+/// `2k` in its low nibble and `2k + 1` in its high nibble) with E8M0 scales `[rows, ceil(cols /
+/// group)]` (one scale per `group` consecutive columns; `group = 32` in the official checkpoint)
+/// into f32 `[rows, cols]`.
 ///
 /// Runs on the current rayon pool.
 ///
@@ -213,7 +222,10 @@ pub fn dequant_fp4_groups(
     out: &mut [f32],
 ) {
     assert!(group > 0, "dequant_fp4_groups: group must be positive");
-    assert!(cols % 2 == 0, "dequant_fp4_groups: cols must be even");
+    assert!(
+        cols.is_multiple_of(2),
+        "dequant_fp4_groups: cols must be even"
+    );
     let n = rows
         .checked_mul(cols)
         .expect("dequant_fp4_groups: rows * cols overflows");
@@ -245,8 +257,9 @@ pub fn dequant_fp4_groups(
         });
 }
 
-/// The E8M0 exponent `k` of the smallest power of two with `amax / 2^k <= max_code`, clamped to the E8M0 range
-/// `-127..=127` (an all-zero block gets the smallest scale, a non-finite maximum the largest).
+/// The E8M0 exponent `k` of the smallest power of two with `amax / 2^k <= max_code`, clamped to the
+/// E8M0 range `-127..=127` (an all-zero block gets the smallest scale, a non-finite maximum the
+/// largest).
 fn scale_exponent(amax: f32, max_code: f32) -> i32 {
     if amax.is_nan() || amax.is_infinite() {
         return 127;
@@ -256,7 +269,8 @@ fn scale_exponent(amax: f32, max_code: f32) -> i32 {
     }
     let a = amax as f64;
     let m = max_code as f64;
-    // Estimate, then settle with exact comparisons (powers of two times a small integer are exact in f64).
+    // Estimate, then settle with exact comparisons (powers of two times a small integer are exact
+    // in f64).
     let mut k = ((a / m).log2().ceil() as i32).clamp(-127, 127);
     while k > -127 && a <= m * 2f64.powi(k - 1) {
         k -= 1;
@@ -267,7 +281,8 @@ fn scale_exponent(amax: f32, max_code: f32) -> i32 {
     k
 }
 
-/// `x / 2^k` as f32. Exact whenever the result is a normal f32; results this small encode as zero anyway.
+/// `x / 2^k` as f32. Exact whenever the result is a normal f32; results this small encode as zero
+/// anyway.
 fn unscale(x: f32, k: i32) -> f32 {
     (x as f64 * 2f64.powi(-k)) as f32
 }
@@ -277,9 +292,10 @@ fn abs_max<'a>(values: impl Iterator<Item = &'a f32>) -> f32 {
     values.fold(0.0f32, |m, v| m.max(v.abs()))
 }
 
-/// Quantizes f32 `[rows, cols]` to FP8 E4M3 with one E8M0 scale per `block x block` tile (the inverse of
-/// [`dequant_fp8_blocks`]). Each tile's scale is the smallest power of two with `amax / scale <= 448`; elements
-/// are rounded to nearest even. Returns `(weight bytes [rows * cols], scale bytes [ceil(rows/block) * ceil(cols/block)])`.
+/// Quantizes f32 `[rows, cols]` to FP8 E4M3 with one E8M0 scale per `block x block` tile (the
+/// inverse of [`dequant_fp8_blocks`]). Each tile's scale is the smallest power of two with `amax /
+/// scale <= 448`; elements are rounded to nearest even. Returns `(weight bytes [rows * cols], scale
+/// bytes [ceil(rows/block) * ceil(cols/block)])`.
 ///
 /// Inputs that are already FP8 values times a power-of-two tile scale round-trip exactly.
 ///
@@ -325,15 +341,19 @@ pub fn quant_fp8_blocks(w: &[f32], rows: usize, cols: usize, block: usize) -> (V
     (q, scales)
 }
 
-/// Quantizes f32 `[rows, cols]` to packed FP4 E2M1 with one E8M0 scale per `group` consecutive columns of a row
-/// (the inverse of [`dequant_fp4_groups`]). Each group's scale is the smallest power of two with
-/// `amax / scale <= 6`. Returns `(packed bytes [rows * cols / 2], scale bytes [rows * ceil(cols / group)])`.
+/// Quantizes f32 `[rows, cols]` to packed FP4 E2M1 with one E8M0 scale per `group` consecutive
+/// columns of a row (the inverse of [`dequant_fp4_groups`]). Each group's scale is the smallest
+/// power of two with `amax / scale <= 6`. Returns `(packed bytes [rows * cols / 2], scale bytes
+/// [rows * ceil(cols / group)])`.
 ///
 /// # Panics
 /// Panics if `group == 0`, `cols` is odd or `w.len() != rows * cols`.
 pub fn quant_fp4_groups(w: &[f32], rows: usize, cols: usize, group: usize) -> (Vec<u8>, Vec<u8>) {
     assert!(group > 0, "quant_fp4_groups: group must be positive");
-    assert!(cols % 2 == 0, "quant_fp4_groups: cols must be even");
+    assert!(
+        cols.is_multiple_of(2),
+        "quant_fp4_groups: cols must be even"
+    );
     assert_eq!(
         Some(w.len()),
         rows.checked_mul(cols),

@@ -237,7 +237,8 @@ fn fp8_quant_round_trip_exact() {
         for (a, b) in x.iter().zip(&y) {
             assert_eq!(a.to_bits(), b.to_bits());
         }
-        // With a +-448 element in every tile the chosen scales, hence the bytes, are the original ones.
+        // With a +-448 element in every tile the chosen scales, hence the bytes, are the original
+        // ones.
         let mut codes2 = codes.clone();
         for r in (0..rows).step_by(block) {
             for c in (0..cols).step_by(block) {
@@ -301,7 +302,8 @@ fn fp4_quant_round_trip_exact() {
 
 #[test]
 fn quant_dequant_error_is_bounded() {
-    // Random (non-representable) data: FP8 relative error per element <= 2^-4 of the tile scale step.
+    // Random (non-representable) data: FP8 relative error per element <= 2^-4 of the tile scale
+    // step.
     let mut rng = Rng::new(3);
     let (rows, cols) = (37, 300);
     let x = rng.vec_f32(rows * cols);
@@ -318,7 +320,8 @@ fn quant_dequant_error_is_bounded() {
     let mut y = vec![0.0; rows * cols];
     dequant_fp4_groups(&q, &s, rows, cols, 32, &mut y);
     for (a, b) in x.iter().zip(&y) {
-        // Half a step of the coarsest spacing (2 at the top, scale amax/6 <= 2^-2 for |x| < 1 -> 0.25).
+        // Half a step of the coarsest spacing (2 at the top, scale amax/6 <= 2^-2 for |x| < 1 ->
+        // 0.25).
         assert!((a - b).abs() <= 0.25 + 1e-6, "{a} vs {b}");
     }
 }

@@ -1,4 +1,5 @@
-//! Deterministic pseudo-random numbers for tests (SplitMix64), so the crate needs no `rand` dependency.
+//! Deterministic pseudo-random numbers for tests (SplitMix64), so the crate needs no `rand`
+//! dependency.
 
 pub(crate) struct Rng(u64);
 

@@ -1,7 +1,8 @@
 //! Small vector helpers with an AVX2 + FMA path (selected at run time) and a scalar fallback.
 //!
-//! Both functions are deterministic for a given input length and CPU feature set; the SIMD and scalar paths
-//! may differ in the last bits (different summation order, fused vs separate multiply-add).
+//! Both functions are deterministic for a given input length and CPU feature set; the SIMD and
+//! scalar paths may differ in the last bits (different summation order, fused vs separate
+//! multiply-add).
 
 /// Dot product `sum_i a[i] * b[i]`.
 ///
@@ -74,7 +75,8 @@ mod x86 {
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
-        // SAFETY: every load reads 8 floats starting at i with i + 8 <= n (or i + 32 <= n for the unrolled loop).
+        // SAFETY: every load reads 8 floats starting at i with i + 8 <= n (or i + 32 <= n for the
+        // unrolled loop).
         unsafe {
             while i + 32 <= n {
                 for (j, acc) in acc.iter_mut().enumerate() {

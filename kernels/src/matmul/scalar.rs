@@ -1,4 +1,5 @@
-//! Portable block kernel: the canonical summation order of [`super`] with separate multiply and add.
+//! Portable block kernel: the canonical summation order of [`super`] with separate multiply and
+//! add.
 
 use super::Weight;
 use super::tile::Kernel;
@@ -17,8 +18,8 @@ impl Kernel for Scalar {
     }
 }
 
-/// One block dot product emulating the SIMD layout: 16 lanes (two 8-lane accumulators), a leftover 8-chunk into
-/// the first accumulator, the same horizontal-sum tree, then the scalar tail.
+/// One block dot product emulating the SIMD layout: 16 lanes (two 8-lane accumulators), a leftover
+/// 8-chunk into the first accumulator, the same horizontal-sum tree, then the scalar tail.
 fn dot<E: Weight>(w: &[E], x: &[f32]) -> f32 {
     assert_eq!(w.len(), x.len());
     let n = x.len();

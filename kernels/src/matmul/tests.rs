@@ -25,7 +25,8 @@ fn case(rng: &mut Rng, rows: usize, in_dim: usize, out_dim: usize) -> Case {
     Case { x, w_bf16, w_f32 }
 }
 
-/// Checks `y` against the f64 reference with a tolerance relative to `sum_i |x_i w_i|` (the dot's condition).
+/// Checks `y` against the f64 reference with a tolerance relative to `sum_i |x_i w_i|` (the dot's
+/// condition).
 fn check_close(
     y: &[f32],
     c: &Case,
@@ -102,8 +103,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
 #[test]
 fn batch_and_single_rows_are_bit_identical() {
     let mut rng = Rng::new(9);
-    // 150 rows spans several prefill row blocks; 2 * KC + 27 = two full i-blocks, a 16-step, an 8-chunk and a
-    // 3-element tail.
+    // 150 rows spans several prefill row blocks; 2 * KC + 27 = two full i-blocks, a 16-step, an
+    // 8-chunk and a 3-element tail.
     let rows = 150;
     for &(in_dim, out_dim) in &[(2 * KC + 27, 129usize), (515, 67), (16, 5)] {
         let c = case(&mut rng, rows, in_dim, out_dim);

@@ -57,14 +57,17 @@ unsafe fn hsum(v: __m256) -> f32 {
     }
 }
 
-/// `out[a][r] = dot(w[a], x[r])` over one `i`-block in the canonical order, all slices of one common length.
+/// `out[a][r] = dot(w[a], x[r])` over one `i`-block in the canonical order, all slices of one
+/// common length.
 ///
-/// Each weight chunk is loaded and converted once and used for all `R` input rows; each input chunk once for all
-/// `W` weight rows. Every dot has its own pair of accumulators, so its arithmetic does not depend on `W` or `R`.
-/// `2 * W * R` accumulators must fit the 16 ymm registers with room for operands (`W * R <= 6`).
+/// Each weight chunk is loaded and converted once and used for all `R` input rows; each input chunk
+/// once for all `W` weight rows. Every dot has its own pair of accumulators, so its arithmetic does
+/// not depend on `W` or `R`. `2 * W * R` accumulators must fit the 16 ymm registers with room for
+/// operands (`W * R <= 6`).
 ///
-/// It is `#[inline(always)]` without `#[target_feature]` (the two cannot be combined) so that it inlines into
-/// [`tile_avx2`], whose features then apply to the intrinsics; a call per block would cost as much as the block.
+/// It is `#[inline(always)]` without `#[target_feature]` (the two cannot be combined) so that it
+/// inlines into [`tile_avx2`], whose features then apply to the intrinsics; a call per block would
+/// cost as much as the block.
 ///
 /// # Safety
 /// Requires AVX2 and FMA; only called (inlined) from `#[target_feature(enable = "avx2,fma")]` code.
@@ -78,16 +81,17 @@ unsafe fn block<E: Weight, const W: usize, const R: usize>(
     let wp: [*const E; W] = std::array::from_fn(|a| w[a].as_ptr());
     let xp: [*const f32; R] = std::array::from_fn(|r| x[r].as_ptr());
     let n16 = n - n % 16;
-    // SAFETY: the caller guarantees the target features; all slices hold n elements and every vector load
-    // covers [i, i + 8) with i + 8 <= n.
+    // SAFETY: the caller guarantees the target features; all slices hold n elements and every
+    // vector load covers [i, i + 8) with i + 8 <= n.
     unsafe {
         let mut acc0 = [[_mm256_setzero_ps(); R]; W];
         let mut acc1 = [[_mm256_setzero_ps(); R]; W];
         let mut wv = [_mm256_setzero_ps(); W];
         let mut i = 0;
         while i < n16 {
-            // First half of the 16-element step into acc0, second half into acc1. Each weight chunk is converted
-            // once for all R input rows; each input chunk is loaded once for all W weight rows.
+            // First half of the 16-element step into acc0, second half into acc1. Each weight chunk
+            // is converted once for all R input rows; each input chunk is loaded once for all W
+            // weight rows.
             for a in 0..W {
                 wv[a] = E::load8(wp[a].add(i));
             }
