@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::cache::LayerCache;
+use crate::cache::{LayerCache, SeqSpan, row_owners};
 use crate::compressor::{Compressor, CompressorState};
 use crate::config::{AttnKind, ModelConfig};
 use crate::indexer::Indexer;
@@ -13,17 +13,6 @@ use crate::loader::LoadError;
 use crate::ops::{rms_norm_rows, rms_norm_unweighted};
 use crate::rope::Rope;
 use crate::weights::{Weight, WeightLoader};
-
-/// The rows of one sequence inside a batched forward call.
-#[derive(Debug, Clone, Copy)]
-pub struct SeqSpan {
-    /// Row of the batch where this sequence's tokens start.
-    pub row: usize,
-    /// Number of tokens of this sequence in the call.
-    pub len: usize,
-    /// Absolute position of its first token.
-    pub pos: usize,
-}
 
 /// `layers.{i}.attn.*`
 pub struct Attention {
@@ -129,7 +118,7 @@ impl Attention {
         spans: &[SeqSpan],
         caches: &mut [&mut LayerCache],
         rope: &Rope,
-        mut trace: Option<&mut AttnTrace>,
+        trace: Option<&mut AttnTrace>,
     ) -> Vec<f32> {
         let rows: usize = spans.iter().map(|s| s.len).sum();
         let (h, hd) = (self.heads, self.head_dim);
@@ -154,23 +143,18 @@ impl Attention {
 
         // Compressed entries first: a query may read the entries its own chunk completes.
         if let Some(comp) = &self.compressor {
-            let ck = comp.wkv.forward(x, rows);
-            let cz = comp.wgate.forward(x, rows);
-            let width = comp.width();
-            for (span, cache) in spans.iter().zip(caches.iter_mut()) {
-                let state = cache
-                    .compressor
+            let states = caches.iter_mut().map(|c| {
+                c.compressor
                     .as_mut()
-                    .expect("compressed layer has compressor state");
-                let r = span.row * width..(span.row + span.len) * width;
-                comp.push(state, &ck[r.clone()], &cz[r], span.pos, rope, self.eps);
-            }
+                    .expect("compressed layer has compressor state")
+            });
+            comp.absorb(x, spans, states, rope, self.eps);
         }
         let picks = self
             .indexer
             .as_ref()
             .map(|idx| idx.select(x, &qr, spans, caches, &positions, rope, self.eps));
-        if let (Some(t), Some(p)) = (trace.as_deref_mut(), &picks) {
+        if let (Some(t), Some(p)) = (trace, &picks) {
             let k = self.indexer.as_ref().map_or(0, |i| i.topk);
             t.indexer_topk = p
                 .iter()
@@ -184,11 +168,7 @@ impl Attention {
 
         // Core attention, one query row at a time (rows of all sequences in parallel).
         let mut o = vec![0f32; rows * h * hd];
-        let row_seq: Vec<usize> = spans
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| std::iter::repeat_n(i, s.len))
-            .collect();
+        let row_seq = row_owners(spans);
         {
             let caches_ro: Vec<&LayerCache> = caches.iter().map(|c| &**c).collect();
             o.par_chunks_mut(h * hd).enumerate().for_each(|(row, out)| {

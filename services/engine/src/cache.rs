@@ -4,6 +4,33 @@
 
 use crate::compressor::CompressorState;
 
+/// The rows of one sequence inside a batched forward call.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqSpan {
+    /// Row of the batch where this sequence's tokens start.
+    pub row: usize,
+    /// Number of tokens of this sequence in the call.
+    pub len: usize,
+    /// Absolute position of its first token.
+    pub pos: usize,
+}
+
+impl SeqSpan {
+    /// The batch rows of this sequence.
+    pub fn rows(&self) -> std::ops::Range<usize> {
+        self.row..self.row + self.len
+    }
+}
+
+/// Which sequence of the batch each row belongs to.
+pub fn row_owners(spans: &[SeqSpan]) -> Vec<usize> {
+    spans
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| std::iter::repeat_n(i, s.len))
+        .collect()
+}
+
 /// Ring buffer of window K=V vectors: position `p` lives in slot `p % window`.
 #[derive(Debug, Clone)]
 pub struct WindowRing {

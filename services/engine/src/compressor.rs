@@ -4,6 +4,7 @@
 //! HCA (any other ratio) does not overlap. The same code serves the attention compressor
 //! (entry width `head_dim`) and the indexer's compressor (width `index_head_dim`).
 
+use crate::cache::SeqSpan;
 use crate::loader::LoadError;
 use crate::ops::rms_norm;
 use crate::rope::Rope;
@@ -56,6 +57,26 @@ impl Compressor {
             prev_kv: Vec::new(),
             prev_gate: Vec::new(),
             entries: Vec::new(),
+        }
+    }
+
+    /// Project the batch rows `x` (`[rows, hidden]`) and feed each sequence's rows to its
+    /// state (`states` in the order of `spans`).
+    pub fn absorb<'a>(
+        &self,
+        x: &[f32],
+        spans: &[SeqSpan],
+        states: impl Iterator<Item = &'a mut CompressorState>,
+        rope: &Rope,
+        eps: f32,
+    ) {
+        let rows: usize = spans.iter().map(|s| s.len).sum();
+        let kv = self.wkv.forward(x, rows);
+        let gate = self.wgate.forward(x, rows);
+        let width = self.width();
+        for (span, state) in spans.iter().zip(states) {
+            let r = span.row * width..(span.row + span.len) * width;
+            self.push(state, &kv[r.clone()], &gate[r], span.pos, rope, eps);
         }
     }
 

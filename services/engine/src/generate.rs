@@ -26,6 +26,23 @@ pub struct GenerateOptions {
     pub keep_logits: bool,
 }
 
+impl GenerateOptions {
+    /// Greedy decoding of exactly `max_new` tokens (EOS does not stop it), whole-prompt
+    /// prefill, logits kept: the setting of the golden comparisons.
+    pub fn greedy(max_new: usize) -> Self {
+        Self {
+            chunk: 0,
+            sampling: SamplingParams::greedy(),
+            stop: StopCriteria {
+                eos_ids: vec![],
+                stop_ids: vec![],
+                max_new_tokens: max_new,
+            },
+            keep_logits: true,
+        }
+    }
+}
+
 /// Result of one generation.
 #[derive(Debug, Clone)]
 pub struct Generation {

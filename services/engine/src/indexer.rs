@@ -8,8 +8,7 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use crate::attention::SeqSpan;
-use crate::cache::LayerCache;
+use crate::cache::{LayerCache, SeqSpan, row_owners};
 use crate::compressor::Compressor;
 use crate::config::ModelConfig;
 use crate::loader::LoadError;
@@ -77,15 +76,10 @@ impl Indexer {
         eps: f32,
     ) -> Vec<Vec<usize>> {
         let rows = positions.len();
-        let comp = &self.compressor;
-        let ck = comp.wkv.forward(x, rows);
-        let cz = comp.wgate.forward(x, rows);
-        let width = comp.width();
-        for (span, cache) in spans.iter().zip(caches.iter_mut()) {
-            let state = cache.indexer.as_mut().expect("CSA layer has indexer state");
-            let r = span.row * width..(span.row + span.len) * width;
-            comp.push(state, &ck[r.clone()], &cz[r], span.pos, rope, eps);
-        }
+        let states = caches
+            .iter_mut()
+            .map(|c| c.indexer.as_mut().expect("CSA layer has indexer state"));
+        self.compressor.absorb(x, spans, states, rope, eps);
 
         let (ih, id) = (self.heads, self.head_dim);
         let mut q = self.wq_b.forward(qr, rows);
@@ -97,11 +91,7 @@ impl Indexer {
         wgt.iter_mut().for_each(|v| *v *= head_scale);
         let score_scale = 1.0 / (id as f32).sqrt();
 
-        let row_seq: Vec<usize> = spans
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| std::iter::repeat_n(i, s.len))
-            .collect();
+        let row_seq = row_owners(spans);
         let keys: Vec<&[f32]> = caches
             .iter()
             .map(|c| {

@@ -14,6 +14,7 @@ pub mod mhc;
 pub mod model;
 pub mod moe;
 pub mod ops;
+pub mod rng;
 pub mod rope;
 pub mod sampling;
 pub mod st_writer;

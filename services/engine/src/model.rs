@@ -7,8 +7,8 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::attention::{Attention, AttnTrace, SeqSpan};
-use crate::cache::{LayerCache, SequenceCache};
+use crate::attention::{Attention, AttnTrace};
+use crate::cache::{LayerCache, SeqSpan, SequenceCache};
 use crate::config::{AttnKind, ModelConfig};
 use crate::loader::{Checkpoint, LoadError};
 use crate::mhc::{HcDims, HcHead, HcSite, hc_post};
@@ -374,7 +374,7 @@ impl Model {
             t.insert("hc_head_out".into(), h.clone());
         }
         rms_norm_rows(&mut h, &self.norm, self.dims.norm_eps);
-        if let Some(t) = trace.as_deref_mut() {
+        if let Some(t) = trace {
             t.insert("final_norm_out".into(), h.clone());
         }
         let all = self.head.forward(&h, out_rows.len());

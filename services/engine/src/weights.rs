@@ -175,7 +175,7 @@ impl<'a> WeightLoader<'a> {
             }
             Dtype::I8 | Dtype::U8 => {
                 // FP4 E2M1, two per byte along the input dimension, low nibble first.
-                if cols % 32 != 0 {
+                if !cols.is_multiple_of(32) {
                     return Err(t_value(
                         &t,
                         "FP4 weights need an input width divisible by 32",

@@ -7,7 +7,6 @@ mod common;
 use common::{Golden, SEQUENCES, assert_close, max_abs_diff, model};
 use v4_engine::Logits;
 use v4_engine::generate::{GenerateOptions, generate, generate_batch};
-use v4_engine::sampling::{SamplingParams, StopCriteria};
 
 #[test]
 fn chunked_prefill_equals_full_forward_for_any_chunk_size() {
@@ -48,13 +47,7 @@ fn chunked_prefill_then_decode_matches_reference_steps() {
         for chunk in [1usize, 5, 16] {
             let opts = GenerateOptions {
                 chunk,
-                sampling: SamplingParams::greedy(),
-                stop: StopCriteria {
-                    eos_ids: vec![],
-                    stop_ids: vec![],
-                    max_new_tokens: 16,
-                },
-                keep_logits: true,
+                ..GenerateOptions::greedy(16)
             };
             let out = generate(m, &ids, &opts, |_| {}).unwrap();
             assert_eq!(out.tokens, want_tokens, "seq{i} chunk {chunk}");
@@ -75,16 +68,7 @@ fn batched_decode_equals_one_at_a_time() {
     let prompts: Vec<Vec<u32>> = (0..SEQUENCES)
         .map(|i| g.ids(&format!("seq{i}.input_ids")))
         .collect();
-    let opts = GenerateOptions {
-        chunk: 0,
-        sampling: SamplingParams::greedy(),
-        stop: StopCriteria {
-            eos_ids: vec![],
-            stop_ids: vec![],
-            max_new_tokens: 16,
-        },
-        keep_logits: true,
-    };
+    let opts = GenerateOptions::greedy(16);
     let batched = generate_batch(m, &prompts, &opts).unwrap();
     for (i, p) in prompts.iter().enumerate() {
         let single = generate(m, p, &opts, |_| {}).unwrap();

@@ -5,7 +5,6 @@ mod common;
 
 use common::{Golden, SEQUENCES, assert_close, model};
 use v4_engine::generate::{GenerateOptions, generate};
-use v4_engine::sampling::{SamplingParams, StopCriteria};
 use v4_engine::{Logits, Model};
 
 const TOL: f32 = 1e-3;
@@ -41,16 +40,7 @@ fn check_greedy(kind: &str) {
         let ids = g.ids(&format!("seq{i}.input_ids"));
         let want_tokens = g.ids(&format!("seq{i}.greedy_tokens"));
         let (_, want_logits) = g.f32(&format!("seq{i}.greedy_step_logits"));
-        let opts = GenerateOptions {
-            chunk: 0,
-            sampling: SamplingParams::greedy(),
-            stop: StopCriteria {
-                eos_ids: vec![],
-                stop_ids: vec![],
-                max_new_tokens: want_tokens.len(),
-            },
-            keep_logits: true,
-        };
+        let opts = GenerateOptions::greedy(want_tokens.len());
         let out = generate(m, &ids, &opts, |_| {}).expect("generate");
         assert_eq!(out.tokens, want_tokens, "{kind} seq{i} greedy tokens");
         let got: Vec<f32> = out.step_logits.concat();
