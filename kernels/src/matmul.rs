@@ -1,4 +1,17 @@
-//! Linear layers: `y = x W^T` with bf16 or f32 weights.
+//! Linear layers: `y = x W^T` with bf16, f32 or quantized (FP8 E4M3, FP4 E2M1, INT4) weights.
+//!
+//! # Quantized weights
+//!
+//! FP8, FP4 and INT4 matrices are multiplied directly: each pass reads the quantized bytes and the
+//! scales once and decodes the weights in registers (no dequantized copy). A weight decodes to
+//! exactly the f32 the matching dequantizer in [`crate::quant`] produces (`code value * scale`,
+//! exact for the power-of-two scales of FP8/FP4 and for INT4's bf16 scales), and the decoded
+//! weights go through the same canonical summation order as the dense kernels below. So the result
+//! is **bit-identical** to [`WeightsRef::F32`] on the dequantized matrix, and to
+//! [`WeightsRef::Bf16`] whenever the dequantized values are bf16 numbers (always for FP8 and FP4
+//! with scales in the usual range, since E4M3 and E2M1 have at most 4 significant bits; INT4 values
+//! `q * scale` can need up to 11). The determinism contract below holds for every format. The
+//! storage formats and byte counts are specified in `docs/FORMATS.md`.
 //!
 //! # Determinism
 //!
@@ -30,11 +43,17 @@
 //! weight tile stays in cache while groups of three input rows sweep over it, so each weight
 //! element is read from memory once per 64 input rows and converted once per 3.
 
+mod format;
 mod scalar;
 mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_quant;
 
+use crate::bf16::bf16_to_f32;
+use crate::quant::{e2m1_to_f32, e4m3_to_f32, e8m0_to_f32, int4_value};
+use format::{Dense, Format, Fp4Code, Fp8, Int4Code, Nib4};
 use rayon::prelude::*;
 use tile::{Kernel, Tile};
 
@@ -52,12 +71,67 @@ const MAX_TILE: usize = 64;
 const STAGING_FLOATS: usize = if cfg!(test) { 4096 } else { 8 << 20 };
 
 /// Borrowed weight matrix `[out_dim, in_dim]`, row-major.
+///
+/// The quantized variants follow `docs/FORMATS.md`; [`matmul`] checks every slice length against
+/// the shapes.
 #[derive(Clone, Copy, Debug)]
 pub enum WeightsRef<'a> {
     /// bfloat16 bit patterns.
     Bf16(&'a [u16]),
     /// f32 values.
     F32(&'a [f32]),
+    /// FP8 E4M3 weights (official checkpoint): `w` is `[out_dim, in_dim]`, one byte each; `scale`
+    /// holds E8M0 bytes `[ceil(out_dim / block), ceil(in_dim / block)]`, one per `block x block`
+    /// tile (`block = 128` in the checkpoint). Weight = `e4m3(w) * 2^(scale - 127)`.
+    Fp8 {
+        /// E4M3 codes `[out_dim, in_dim]`.
+        w: &'a [u8],
+        /// E8M0 scales `[ceil(out_dim / block), ceil(in_dim / block)]`.
+        scale: &'a [u8],
+        /// Side of the square scale tiles (> 0).
+        block: usize,
+    },
+    /// FP4 E2M1 weights (official checkpoint's routed experts): `w` is packed `[out_dim, in_dim /
+    /// 2]` (byte `k` of a row: column `2k` in the low nibble, `2k + 1` in the high one; `in_dim`
+    /// even); `scale` holds E8M0 bytes `[out_dim, ceil(in_dim / group)]`, one per `group`
+    /// consecutive columns of a row (`group = 32` in the checkpoint).
+    Fp4 {
+        /// Packed E2M1 nibbles `[out_dim, in_dim / 2]`.
+        w: &'a [u8],
+        /// E8M0 scales `[out_dim, ceil(in_dim / group)]`.
+        scale: &'a [u8],
+        /// Columns per scale (> 0).
+        group: usize,
+    },
+    /// INT4 weights (our format, see [`crate::quant::int4`]): `w` is packed `[out_dim, in_dim /
+    /// 2]` in the FP4 nibble order, each nibble a two's complement `q` in `-8..=7`; `scale` holds
+    /// bf16 bit patterns `[out_dim, in_dim / group]` (`group` divides `in_dim`; default
+    /// [`crate::quant::INT4_GROUP`]). Weight = `q * bf16(scale)`.
+    Int4 {
+        /// Packed INT4 nibbles `[out_dim, in_dim / 2]`.
+        w: &'a [u8],
+        /// bf16 scales `[out_dim, in_dim / group]`.
+        scale: &'a [u16],
+        /// Columns per scale (> 0, divides `in_dim`).
+        group: usize,
+    },
+}
+
+impl WeightsRef<'_> {
+    /// Bytes one pass over the whole matrix reads: the weights plus the scales (each slice's length
+    /// times its element size). For `[out, in]` this is `2 out in` (bf16), `4 out in` (f32), `out
+    /// in + ceil(out / block) ceil(in / block)` (FP8), `out in / 2 + out ceil(in / group)` (FP4)
+    /// and `out in / 2 + 2 out in / group` (INT4).
+    pub fn bytes(&self) -> usize {
+        match *self {
+            WeightsRef::Bf16(w) => std::mem::size_of_val(w),
+            WeightsRef::F32(w) => std::mem::size_of_val(w),
+            WeightsRef::Fp8 { w, scale, .. } | WeightsRef::Fp4 { w, scale, .. } => {
+                w.len() + scale.len()
+            }
+            WeightsRef::Int4 { w, scale, .. } => w.len() + std::mem::size_of_val(scale),
+        }
+    }
 }
 
 /// Element types a weight matrix can be stored in.
@@ -163,20 +237,34 @@ pub fn matmul_ref(
     for s in 0..rows {
         let xs = &x[s * in_dim..(s + 1) * in_dim];
         for o in 0..out_dim {
-            let sum: f64 = match w {
-                WeightsRef::Bf16(w) => {
-                    let wo = &w[o * in_dim..(o + 1) * in_dim];
-                    xs.iter()
-                        .zip(wo)
-                        .map(|(&a, &b)| a as f64 * b.to_f32() as f64)
-                        .sum()
-                }
-                WeightsRef::F32(w) => {
-                    let wo = &w[o * in_dim..(o + 1) * in_dim];
-                    xs.iter().zip(wo).map(|(&a, &b)| a as f64 * b as f64).sum()
-                }
-            };
+            let sum: f64 = xs
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| a as f64 * weight_at(w, in_dim, o, i) as f64)
+                .sum();
             y[s * out_dim + o] = sum as f32;
+        }
+    }
+}
+
+/// Weight `[o, i]` of the `[_, in_dim]` matrix `w` as f32, decoded element by element with the
+/// scalar codecs of [`crate::quant`] (the dequantizers' formula). Shapes must have been checked.
+pub(crate) fn weight_at(w: WeightsRef<'_>, in_dim: usize, o: usize, i: usize) -> f32 {
+    let c = o * in_dim + i;
+    match w {
+        WeightsRef::Bf16(w) => bf16_to_f32(w[c]),
+        WeightsRef::F32(w) => w[c],
+        WeightsRef::Fp8 { w, scale, block } => {
+            let s = scale[(o / block) * in_dim.div_ceil(block) + i / block];
+            e4m3_to_f32(w[c]) * e8m0_to_f32(s)
+        }
+        WeightsRef::Fp4 { w, scale, group } => {
+            let s = scale[o * in_dim.div_ceil(group) + i / group];
+            e2m1_to_f32(w[c / 2] >> ((c & 1) * 4)) * e8m0_to_f32(s)
+        }
+        WeightsRef::Int4 { w, scale, group } => {
+            let s = scale[o * (in_dim / group) + i / group];
+            int4_value(w[c / 2] >> ((c & 1) * 4)) as f32 * bf16_to_f32(s)
         }
     }
 }
@@ -189,19 +277,46 @@ fn check_shapes(
     out_dim: usize,
     y: &[f32],
 ) {
-    let w_len = match w {
-        WeightsRef::Bf16(w) => w.len(),
-        WeightsRef::F32(w) => w.len(),
-    };
     assert_eq!(
         Some(x.len()),
         rows.checked_mul(in_dim),
         "matmul: x must be [rows, in_dim]"
     );
+    let n = out_dim.checked_mul(in_dim);
+    // (weight slice length, expected, scale slice length, expected)
+    let (w_len, want, s_len, s_want) = match w {
+        WeightsRef::Bf16(w) => (w.len(), n, 0, Some(0)),
+        WeightsRef::F32(w) => (w.len(), n, 0, Some(0)),
+        WeightsRef::Fp8 { w, scale, block } => {
+            assert!(block > 0, "matmul: FP8 block must be positive");
+            let s_want = out_dim.div_ceil(block).checked_mul(in_dim.div_ceil(block));
+            (w.len(), n, scale.len(), s_want)
+        }
+        WeightsRef::Fp4 { w, scale, group } => {
+            assert!(group > 0, "matmul: FP4 group must be positive");
+            assert!(in_dim.is_multiple_of(2), "matmul: FP4 in_dim must be even");
+            let s_want = out_dim.checked_mul(in_dim.div_ceil(group));
+            (w.len(), n.map(|n| n / 2), scale.len(), s_want)
+        }
+        WeightsRef::Int4 { w, scale, group } => {
+            assert!(group > 0, "matmul: INT4 group must be positive");
+            assert!(
+                in_dim.is_multiple_of(2) && in_dim.is_multiple_of(group),
+                "matmul: INT4 in_dim must be even and a multiple of group"
+            );
+            let s_want = out_dim.checked_mul(in_dim / group);
+            (w.len(), n.map(|n| n / 2), scale.len(), s_want)
+        }
+    };
     assert_eq!(
         Some(w_len),
-        out_dim.checked_mul(in_dim),
-        "matmul: w must be [out_dim, in_dim]"
+        want,
+        "matmul: w must be [out_dim, in_dim] (packed [out_dim, in_dim / 2] for FP4/INT4)"
+    );
+    assert_eq!(
+        Some(s_len),
+        s_want,
+        "matmul: scale length does not match the shapes"
     );
     assert_eq!(
         Some(y.len()),
@@ -221,8 +336,38 @@ fn matmul_with(
 ) {
     check_shapes(x, rows, in_dim, w, out_dim, y);
     match w {
-        WeightsRef::Bf16(w) => run(backend, x, rows, in_dim, w, out_dim, y),
-        WeightsRef::F32(w) => run(backend, x, rows, in_dim, w, out_dim, y),
+        WeightsRef::Bf16(w) => run(backend, x, rows, in_dim, Dense { w, in_dim }, out_dim, y),
+        WeightsRef::F32(w) => run(backend, x, rows, in_dim, Dense { w, in_dim }, out_dim, y),
+        WeightsRef::Fp8 { w, scale, block } => {
+            let m = Fp8 {
+                w,
+                scale,
+                in_dim,
+                block,
+                col_blocks: in_dim.div_ceil(block),
+            };
+            run(backend, x, rows, in_dim, m, out_dim, y)
+        }
+        WeightsRef::Fp4 { w, scale, group } => {
+            let m = Nib4::<Fp4Code> {
+                w,
+                scale,
+                in_dim,
+                group,
+                groups: in_dim.div_ceil(group),
+            };
+            run(backend, x, rows, in_dim, m, out_dim, y)
+        }
+        WeightsRef::Int4 { w, scale, group } => {
+            let m = Nib4::<Int4Code> {
+                w,
+                scale,
+                in_dim,
+                group,
+                groups: in_dim.div_ceil(group),
+            };
+            run(backend, x, rows, in_dim, m, out_dim, y)
+        }
     }
 }
 
@@ -236,12 +381,12 @@ fn tile_rows(out_dim: usize, row_blocks: usize, threads: usize) -> usize {
         .clamp(4, MAX_TILE)
 }
 
-fn run<E: Weight>(
+fn run<F: Format>(
     backend: Backend,
     x: &[f32],
     rows: usize,
     in_dim: usize,
-    w: &[E],
+    w: F,
     out_dim: usize,
     y: &mut [f32],
 ) {
@@ -252,12 +397,12 @@ fn run<E: Weight>(
     }
 }
 
-fn run_with<E: Weight, K: Kernel>(
+fn run_with<F: Format, K: Kernel>(
     k: K,
     x: &[f32],
     rows: usize,
     in_dim: usize,
-    w: &[E],
+    w: F,
     out_dim: usize,
     y: &mut [f32],
 ) {
@@ -336,3 +481,7 @@ fn run_with<E: Weight, K: Kernel>(
 #[cfg(test)]
 #[path = "matmul/tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "matmul/quant_tests.rs"]
+mod quant_tests;

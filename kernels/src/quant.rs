@@ -10,8 +10,14 @@
 //! (even column in the low nibble) with one E8M0 scale per `group` consecutive columns of a row.
 //! The dequantizers run on the current rayon pool; the quantizers are the inverse used to build
 //! random checkpoints.
+//!
+//! [`int4`] adds our own INT4 format (signed 4-bit integers with bf16 group scales, see
+//! `docs/FORMATS.md`) with its quantizer and dequantizer.
 
 use rayon::prelude::*;
+
+pub mod int4;
+pub use int4::{INT4_GROUP, dequant_int4_groups, int4_value, quant_int4_groups};
 
 /// Largest finite FP8 E4M3 magnitude.
 pub const E4M3_MAX: f32 = 448.0;
@@ -34,7 +40,7 @@ const E2M1_LUT: [f32; 16] = {
 };
 
 /// All 256 E4M3 codes decoded.
-static E4M3_LUT: [f32; 256] = {
+pub(crate) static E4M3_LUT: [f32; 256] = {
     let mut t = [0.0f32; 256];
     let mut i = 0;
     while i < 256 {

@@ -3,7 +3,7 @@ use crate::bf16::f32_to_bf16;
 use crate::test_util::Rng;
 
 /// All backends available on this machine (the scalar one always is).
-fn backends() -> Vec<Backend> {
+pub(super) fn backends() -> Vec<Backend> {
     let mut b = vec![Backend::Scalar];
     let detected = Backend::detect();
     if detected != Backend::Scalar {
@@ -40,10 +40,7 @@ fn check_close(
     matmul_ref(&c.x, rows, in_dim, w, out_dim, &mut want);
     for s in 0..rows {
         for o in 0..out_dim {
-            let w_at = |i: usize| match w {
-                WeightsRef::Bf16(w) => w[o * in_dim + i].to_f32(),
-                WeightsRef::F32(w) => w[o * in_dim + i],
-            };
+            let w_at = |i: usize| weight_at(w, in_dim, o, i);
             let mag: f64 = (0..in_dim)
                 .map(|i| (c.x[s * in_dim + i] as f64 * w_at(i) as f64).abs())
                 .sum();
@@ -88,7 +85,7 @@ fn public_entry_point_matches_reference() {
 }
 
 /// Runs `f` on a fresh rayon pool with `threads` threads.
-fn on_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+pub(super) fn on_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -96,7 +93,7 @@ fn on_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
         .install(f)
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
+pub(super) fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|v| v.to_bits()).collect()
 }
 

@@ -5,13 +5,14 @@
 //! complete, canonical block sums, and the block sums of each output are added in ascending block
 //! order whatever the schedule.
 
-use super::{DECODE_MAX_ROWS, KC, Weight};
+use super::format::{Format, Seg};
+use super::{DECODE_MAX_ROWS, KC};
 
 /// One task: input rows `s0..s0 + s_len` against weight rows `o0..`, with the full operands.
 #[derive(Clone, Copy)]
-pub(super) struct Tile<'a, E> {
+pub(super) struct Tile<'a, F> {
     pub x: &'a [f32],
-    pub w: &'a [E],
+    pub w: F,
     pub in_dim: usize,
     pub s0: usize,
     pub s_len: usize,
@@ -23,33 +24,49 @@ pub(super) struct Tile<'a, E> {
 pub(super) trait Kernel: Copy + Send + Sync {
     /// `out[a][r] = dot(w[a], x[r])` over one `i`-block (all slices of one common length, at most
     /// `KC`). Supported shapes: `W <= 4` with `R = 1`, and `W <= 2` with `R <= 3`.
-    fn block<E: Weight, const W: usize, const R: usize>(
+    fn block<S: Seg, const W: usize, const R: usize>(
         self,
-        w: [&[E]; W],
+        w: [S; W],
         x: [&[f32]; R],
     ) -> [[f32; R]; W];
 
     /// Computes a tile into `c` (laid out `[s - s0][o - o0]`, `c.len() / s_len` weight rows).
     /// Backends override this to compile the tile loops, with the kernel inlined, under their
     /// target features.
-    fn tile<E: Weight>(self, t: Tile<'_, E>, c: &mut [f32]) {
+    fn tile<F: Format>(self, t: Tile<'_, F>, c: &mut [f32]) {
         compute(self, t, c)
     }
 }
 
-/// Rows of a matrix restricted to one `i`-block: row `j` is `data[j * stride + off..][..len]`.
+/// Input rows restricted to one `i`-block: row `j` is `data[j * stride + off..][..len]`.
 #[derive(Clone, Copy)]
-struct Rows<'a, E> {
-    data: &'a [E],
+struct Rows<'a> {
+    data: &'a [f32],
     stride: usize,
     off: usize,
     len: usize,
 }
 
-impl<'a, E> Rows<'a, E> {
+impl<'a> Rows<'a> {
     #[inline(always)]
-    fn row(&self, j: usize) -> &'a [E] {
+    fn row(&self, j: usize) -> &'a [f32] {
         &self.data[j * self.stride + self.off..][..self.len]
+    }
+}
+
+/// Weight rows `o0..` restricted to one `i`-block.
+#[derive(Clone, Copy)]
+struct WRows<F> {
+    w: F,
+    o0: usize,
+    off: usize,
+    len: usize,
+}
+
+impl<F: Format> WRows<F> {
+    #[inline(always)]
+    fn row(&self, j: usize) -> F::Seg {
+        self.w.seg(self.o0 + j, self.off, self.len)
     }
 }
 
@@ -62,17 +79,16 @@ struct Out<'a> {
 /// The tile loops. Always inlined so that a backend's `tile` can compile them with its target
 /// features.
 #[inline(always)]
-pub(super) fn compute<E: Weight, K: Kernel>(k: K, t: Tile<'_, E>, c: &mut [f32]) {
+pub(super) fn compute<F: Format, K: Kernel>(k: K, t: Tile<'_, F>, c: &mut [f32]) {
     let o_len = c.len() / t.s_len;
     let out = &mut Out { c, o_len };
-    let w_tile = &t.w[t.o0 * t.in_dim..][..o_len * t.in_dim];
     let x_tile = &t.x[t.s0 * t.in_dim..][..t.s_len * t.in_dim];
     let block = |kb: usize| (kb * KC, KC.min(t.in_dim - kb * KC));
     let k_blocks = t.in_dim.div_ceil(KC);
     if t.s_len <= DECODE_MAX_ROWS {
         // Decode: each group of weight rows is streamed front to back once; per i-block it serves
         // all input rows while it is in L1.
-        let wg = if t.s_len == 1 { 4 } else { 2 };
+        let wg = if t.s_len == 1 { F::SINGLE_ROW_GROUP } else { 2 };
         for og in (0..o_len).step_by(wg) {
             let wn = wg.min(o_len - og);
             for kb in 0..k_blocks {
@@ -83,9 +99,9 @@ pub(super) fn compute<E: Weight, K: Kernel>(k: K, t: Tile<'_, E>, c: &mut [f32])
                     off,
                     len,
                 };
-                let w = Rows {
-                    data: w_tile,
-                    stride: t.in_dim,
+                let w = WRows {
+                    w: t.w,
+                    o0: t.o0,
                     off,
                     len,
                 };
@@ -106,9 +122,9 @@ pub(super) fn compute<E: Weight, K: Kernel>(k: K, t: Tile<'_, E>, c: &mut [f32])
                 off,
                 len,
             };
-            let w = Rows {
-                data: w_tile,
-                stride: t.in_dim,
+            let w = WRows {
+                w: t.w,
+                o0: t.o0,
                 off,
                 len,
             };
@@ -126,10 +142,10 @@ pub(super) fn compute<E: Weight, K: Kernel>(k: K, t: Tile<'_, E>, c: &mut [f32])
 /// i-block `kb`, accumulating into `out`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn group<E: Weight, K: Kernel>(
+fn group<F: Format, K: Kernel>(
     k: K,
-    w: Rows<'_, E>,
-    x: Rows<'_, f32>,
+    w: WRows<F>,
+    x: Rows<'_>,
     out: &mut Out<'_>,
     og: usize,
     wn: usize,
@@ -138,32 +154,39 @@ fn group<E: Weight, K: Kernel>(
     kb: usize,
 ) {
     match (wn, rn) {
-        (2, 3) => fixed::<E, K, 2, 3>(k, w, x, out, og, sg, kb),
-        (4, 1) => fixed::<E, K, 4, 1>(k, w, x, out, og, sg, kb),
-        (2, 2) => fixed::<E, K, 2, 2>(k, w, x, out, og, sg, kb),
-        (2, 1) => fixed::<E, K, 2, 1>(k, w, x, out, og, sg, kb),
-        (1, 3) => fixed::<E, K, 1, 3>(k, w, x, out, og, sg, kb),
-        (1, 2) => fixed::<E, K, 1, 2>(k, w, x, out, og, sg, kb),
-        (3, 1) => fixed::<E, K, 3, 1>(k, w, x, out, og, sg, kb),
-        (1, 1) => fixed::<E, K, 1, 1>(k, w, x, out, og, sg, kb),
+        (2, 3) => fixed::<F, K, 2, 3>(k, w, x, out, og, sg, kb),
+        (4, 1) => fixed::<F, K, 4, 1>(k, w, x, out, og, sg, kb),
+        (2, 2) => fixed::<F, K, 2, 2>(k, w, x, out, og, sg, kb),
+        (2, 1) => fixed::<F, K, 2, 1>(k, w, x, out, og, sg, kb),
+        (1, 3) => fixed::<F, K, 1, 3>(k, w, x, out, og, sg, kb),
+        (1, 2) => fixed::<F, K, 1, 2>(k, w, x, out, og, sg, kb),
+        (3, 1) => fixed::<F, K, 3, 1>(k, w, x, out, og, sg, kb),
+        (1, 1) => fixed::<F, K, 1, 1>(k, w, x, out, og, sg, kb),
         _ => unreachable!("no block kernel for {wn} weight rows x {rn} input rows"),
     }
 }
 
 #[inline(always)]
-fn fixed<E: Weight, K: Kernel, const W: usize, const R: usize>(
+fn fixed<F: Format, K: Kernel, const W: usize, const R: usize>(
     k: K,
-    w: Rows<'_, E>,
-    x: Rows<'_, f32>,
+    w: WRows<F>,
+    x: Rows<'_>,
     out: &mut Out<'_>,
     og: usize,
     sg: usize,
     kb: usize,
 ) {
-    let sums = k.block::<E, W, R>(
-        std::array::from_fn(|a| w.row(og + a)),
-        std::array::from_fn(|r| x.row(sg + r)),
-    );
+    // Plain loops rather than `std::array::from_fn`, whose closure calls do not always inline into
+    // the (large) tile loops.
+    let mut ws = [w.row(og); W];
+    for (a, s) in ws.iter_mut().enumerate().skip(1) {
+        *s = w.row(og + a);
+    }
+    let mut xs = [x.row(sg); R];
+    for (r, s) in xs.iter_mut().enumerate().skip(1) {
+        *s = x.row(sg + r);
+    }
+    let sums = k.block::<F::Seg, W, R>(ws, xs);
     for (a, sums) in sums.iter().enumerate() {
         for (r, &sum) in sums.iter().enumerate() {
             let dst = &mut out.c[(sg + r) * out.o_len + og + a];

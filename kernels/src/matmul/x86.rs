@@ -1,10 +1,20 @@
-//! AVX2 + FMA block kernel.
+//! AVX2 + FMA block kernel for dense (bf16 / f32) weights, the backend token and the shared
+//! horizontal sum. The quantized formats' block kernels are in `x86_quant.rs`.
+//!
+//! Adding a backend (e.g. AVX-512) means: a token type like [`Avx2Fma`] created only by run-time
+//! detection, a `Kernel` impl whose `tile` compiles [`tile::compute`] under its target features,
+//! a block-kernel method on `format::Seg` for it, and a `Backend` variant in `super`. The block
+//! kernels must keep the canonical summation order; an AVX-512 kernel can stay bit-identical to
+//! this one by holding `acc0` and `acc1` as the two halves of one 16-lane register (one 16-lane
+//! FMA per 16-element step, a masked 8-lane one for the leftover chunk, then `acc0 + acc1` and the
+//! same horizontal sum).
 
 use super::Weight;
+use super::format::{Format, Seg};
 use super::tile::{self, Kernel, Tile};
 use std::arch::x86_64::*;
 
-/// Proof that AVX2 and FMA are available: only [`Avx2Fma::detect`] creates one.
+/// Proof that AVX2, FMA and F16C are available: only [`Avx2Fma::detect`] creates one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Avx2Fma {
     _private: (),
@@ -12,23 +22,26 @@ pub(super) struct Avx2Fma {
 
 impl Avx2Fma {
     pub(super) fn detect() -> Option<Avx2Fma> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-            .then_some(Avx2Fma { _private: () })
+        // F16C (on every AVX2 CPU in practice) is used by the FP8 decoder.
+        (is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c"))
+        .then_some(Avx2Fma { _private: () })
     }
 }
 
 impl Kernel for Avx2Fma {
     #[inline(always)]
-    fn block<E: Weight, const W: usize, const R: usize>(
+    fn block<S: Seg, const W: usize, const R: usize>(
         self,
-        w: [&[E]; W],
+        w: [S; W],
         x: [&[f32]; R],
     ) -> [[f32; R]; W] {
         // SAFETY: an `Avx2Fma` exists only if AVX2 and FMA were detected.
-        unsafe { block(w, x) }
+        unsafe { S::block_avx2(w, x) }
     }
 
-    fn tile<E: Weight>(self, t: Tile<'_, E>, c: &mut [f32]) {
+    fn tile<F: Format>(self, t: Tile<'_, F>, c: &mut [f32]) {
         // SAFETY: as above.
         unsafe { tile_avx2(self, t, c) }
     }
@@ -37,9 +50,9 @@ impl Kernel for Avx2Fma {
 /// The tile loops compiled with AVX2 + FMA enabled, so the block kernels inline into them.
 ///
 /// # Safety
-/// Requires AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<E: Weight>(k: Avx2Fma, t: Tile<'_, E>, c: &mut [f32]) {
+/// Requires AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_avx2<F: Format>(k: Avx2Fma, t: Tile<'_, F>, c: &mut [f32]) {
     tile::compute(k, t, c)
 }
 
@@ -48,7 +61,7 @@ unsafe fn tile_avx2<E: Weight>(k: Avx2Fma, t: Tile<'_, E>, c: &mut [f32]) {
 /// # Safety
 /// Requires AVX2 and FMA; only called (inlined) from `#[target_feature(enable = "avx2,fma")]` code.
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     // SAFETY: the caller guarantees the target features.
     unsafe {
         let q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -72,7 +85,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 /// # Safety
 /// Requires AVX2 and FMA; only called (inlined) from `#[target_feature(enable = "avx2,fma")]` code.
 #[inline(always)]
-unsafe fn block<E: Weight, const W: usize, const R: usize>(
+pub(super) unsafe fn block<E: Weight, const W: usize, const R: usize>(
     w: [&[E]; W],
     x: [&[f32]; R],
 ) -> [[f32; R]; W] {

@@ -51,7 +51,7 @@ impl Attention {
     ) -> Result<Self, LoadError> {
         let (d, h, hd) = (cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim);
         let (g, r) = (cfg.o_groups, cfg.o_lora_rank);
-        let wo_a = w.matrix(&format!("{prefix}.wo_a.weight"), g * r, h * hd / g)?;
+        let wo_a = w.matrix_bf16(&format!("{prefix}.wo_a.weight"), g * r, h * hd / g)?;
         let compressor = match kind {
             AttnKind::Sliding => None,
             AttnKind::Csa { ratio } | AttnKind::Hca { ratio } => Some(Compressor::load(

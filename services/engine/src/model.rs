@@ -15,7 +15,7 @@ use crate::mhc::{HcDims, HcHead, HcSite, hc_post};
 use crate::moe::Moe;
 use crate::ops::rms_norm_rows;
 use crate::rope::Rope;
-use crate::weights::{Weight, WeightLoader};
+use crate::weights::{LoadOptions, Weight, WeightLoader};
 
 /// Errors of a forward call (bad input, not bugs).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -191,15 +191,25 @@ pub struct Model {
 impl Model {
     /// Load `dir/config.json` and the checkpoint's weights (BF16 mapped; FP8/FP4 dequantized).
     pub fn load(dir: &Path) -> Result<Self, LoadError> {
-        let cfg = ModelConfig::from_path(dir)?;
-        let ckpt = Checkpoint::open(dir)?;
-        Self::from_checkpoint(cfg, &ckpt)
+        Self::load_with(dir, LoadOptions::default())
     }
 
-    pub fn from_checkpoint(cfg: ModelConfig, ckpt: &Checkpoint) -> Result<Self, LoadError> {
+    /// [`Model::load`] with explicit options (e.g. dequantize FP8/FP4 at load).
+    pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Self, LoadError> {
+        let cfg = ModelConfig::from_path(dir)?;
+        let ckpt = Checkpoint::open(dir)?;
+        Self::from_checkpoint(cfg, &ckpt, opts)
+    }
+
+    pub fn from_checkpoint(
+        cfg: ModelConfig,
+        ckpt: &Checkpoint,
+        opts: LoadOptions,
+    ) -> Result<Self, LoadError> {
         let w = WeightLoader {
             ckpt,
             fp8_block: cfg.fp8_block(),
+            opts,
         };
         let (d, v) = (cfg.hidden_size, cfg.vocab_size);
         let dims = hc_dims(&cfg);

@@ -2,9 +2,10 @@
 //! checkpoint formats (BF16, F32, FP8 E4M3 with E8M0 128x128 block scales, FP4 E2M1 with
 //! E8M0 per-32 scales).
 //!
-//! BF16 tensors stay in the memory map. FP8 and FP4 are dequantized once at load into BF16,
-//! which is lossless: an E4M3 value times a power of two has at most 4 significant bits and
-//! an E2M1 value 2, both far inside BF16's 8.
+//! Every tensor stays in the memory map and the kernels compute on it directly: BF16 as is,
+//! FP8 and FP4 decoded inside the matmul (bit-identical to multiplying by the dequantized
+//! matrix, which BF16 represents exactly). `LoadOptions::dequantize` instead expands FP8/FP4
+//! to BF16 once at load (twice/four times the memory, the reference for tests).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +14,9 @@ use memmap2::Mmap;
 use safetensors::Dtype;
 use v4_kernels::bf16::{bf16_to_f32, f32_to_bf16};
 use v4_kernels::matmul::{WeightsRef, matmul};
-use v4_kernels::quant::{dequant_fp4_groups, dequant_fp8_blocks};
+use v4_kernels::quant::{
+    dequant_fp4_groups, dequant_fp8_blocks, e2m1_to_f32, e4m3_to_f32, e8m0_to_f32,
+};
 
 use crate::loader::{Checkpoint, LoadError, TensorView};
 
@@ -53,6 +56,28 @@ impl Bf16Data {
 #[cfg(not(target_endian = "little"))]
 compile_error!("the CPU engine reads safetensors data in place and needs a little-endian host");
 
+/// Raw bytes borrowed from the checkpoint mapping.
+pub struct MappedBytes {
+    map: Arc<Mmap>,
+    offset: usize,
+    len: usize,
+}
+
+impl MappedBytes {
+    fn from_view(t: &TensorView<'_>) -> Self {
+        let (map, offset) = t.mapping();
+        Self {
+            map,
+            offset,
+            len: t.bytes.len(),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.map[self.offset..self.offset + self.len]
+    }
+}
+
 /// A `[rows, cols]` weight matrix (`rows` = output features, `cols` = input features).
 pub struct Weight {
     pub rows: usize,
@@ -63,6 +88,25 @@ pub struct Weight {
 enum WeightData {
     Bf16(Bf16Data),
     F32(Vec<f32>),
+    /// E4M3 codes `[rows, cols]` + E8M0 scales per `block x block` tile.
+    Fp8 {
+        w: MappedBytes,
+        scale: MappedBytes,
+        block: usize,
+    },
+    /// E2M1 nibbles `[rows, cols/2]` + E8M0 scales per `group` columns of a row.
+    Fp4 {
+        w: MappedBytes,
+        scale: MappedBytes,
+        group: usize,
+    },
+}
+
+/// How quantized tensors are held in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Expand FP8/FP4 weights to BF16 at load instead of computing on them directly.
+    pub dequantize: bool,
 }
 
 impl Weight {
@@ -79,6 +123,26 @@ impl Weight {
         match &self.data {
             WeightData::Bf16(d) => WeightsRef::Bf16(d.as_slice()),
             WeightData::F32(d) => WeightsRef::F32(d),
+            WeightData::Fp8 { w, scale, block } => WeightsRef::Fp8 {
+                w: w.as_slice(),
+                scale: scale.as_slice(),
+                block: *block,
+            },
+            WeightData::Fp4 { w, scale, group } => WeightsRef::Fp4 {
+                w: w.as_slice(),
+                scale: scale.as_slice(),
+                group: *group,
+            },
+        }
+    }
+
+    /// Storage format name (`bf16`, `f32`, `fp8`, `fp4`).
+    pub fn format(&self) -> &'static str {
+        match &self.data {
+            WeightData::Bf16(_) => "bf16",
+            WeightData::F32(_) => "f32",
+            WeightData::Fp8 { .. } => "fp8",
+            WeightData::Fp4 { .. } => "fp4",
         }
     }
 
@@ -87,6 +151,9 @@ impl Weight {
         match &self.data {
             WeightData::Bf16(_) => self.rows * self.cols * 2,
             WeightData::F32(_) => self.rows * self.cols * 4,
+            WeightData::Fp8 { w, scale, .. } | WeightData::Fp4 { w, scale, .. } => {
+                w.len + scale.len
+            }
         }
     }
 
@@ -102,14 +169,26 @@ impl Weight {
         matmul(x, rows_in, self.cols, self.kernel_ref(), self.rows, y);
     }
 
-    /// A sub-matrix of rows `[r0, r0 + n)` as an f32 copy (used for the grouped `wo_a`).
+    /// A sub-matrix of rows `[r0, r0 + n)` as an owned copy (BF16 for quantized formats;
+    /// used for the grouped `wo_a`).
     pub fn row_block(&self, r0: usize, n: usize) -> Weight {
         let c = self.cols;
         let data = match &self.data {
+            WeightData::F32(d) => WeightData::F32(d[r0 * c..(r0 + n) * c].to_vec()),
             WeightData::Bf16(d) => {
                 WeightData::Bf16(Bf16Data::Owned(d.as_slice()[r0 * c..(r0 + n) * c].to_vec()))
             }
-            WeightData::F32(d) => WeightData::F32(d[r0 * c..(r0 + n) * c].to_vec()),
+            _ => {
+                let mut rows = vec![0u16; n * c];
+                let mut row = vec![0f32; c];
+                for (i, out) in rows.chunks_exact_mut(c).enumerate() {
+                    self.row_f32(r0 + i, &mut row);
+                    out.iter_mut()
+                        .zip(&row)
+                        .for_each(|(o, &v)| *o = f32_to_bf16(v));
+                }
+                WeightData::Bf16(Bf16Data::Owned(rows))
+            }
         };
         Weight {
             rows: n,
@@ -118,7 +197,7 @@ impl Weight {
         }
     }
 
-    /// One row as f32 (embedding lookup).
+    /// One row as f32 (embedding lookup, row blocks).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         let c = self.cols;
         match &self.data {
@@ -128,6 +207,22 @@ impl Weight {
                 }
             }
             WeightData::F32(d) => out.copy_from_slice(&d[r * c..(r + 1) * c]),
+            WeightData::Fp8 { w, scale, block } => {
+                let (w, scale) = (w.as_slice(), scale.as_slice());
+                let srow = &scale[(r / block) * c.div_ceil(*block)..];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = e4m3_to_f32(w[r * c + i]) * e8m0_to_f32(srow[i / block]);
+                }
+            }
+            WeightData::Fp4 { w, scale, group } => {
+                let (w, scale) = (w.as_slice(), scale.as_slice());
+                let srow = &scale[r * c.div_ceil(*group)..];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let byte = w[r * c / 2 + i / 2];
+                    let nibble = if i % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+                    *o = e2m1_to_f32(nibble) * e8m0_to_f32(srow[i / group]);
+                }
+            }
         }
     }
 }
@@ -137,12 +232,29 @@ pub struct WeightLoader<'a> {
     pub ckpt: &'a Checkpoint,
     /// FP8 block size `(rows, cols)` from `quantization_config.weight_block_size`.
     pub fp8_block: (usize, usize),
+    pub opts: LoadOptions,
 }
 
 impl<'a> WeightLoader<'a> {
     /// A linear weight `name` (e.g. `layers.0.attn.wq_a.weight`) of shape `[rows, cols]`, in
     /// BF16, F32, FP8 (+ `.scale`) or FP4-packed I8 (+ `.scale`) form.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, LoadError> {
+        self.load_matrix(name, rows, cols, self.opts.dequantize)
+    }
+
+    /// Like [`WeightLoader::matrix`] but always expanded to BF16 (the official converter does
+    /// this for `wo_a`, whose grouped product slices rows inside FP8 scale tiles).
+    pub fn matrix_bf16(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, LoadError> {
+        self.load_matrix(name, rows, cols, true)
+    }
+
+    fn load_matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        dequantize: bool,
+    ) -> Result<Weight, LoadError> {
         let t = self.ckpt.get(name)?;
         match t.dtype {
             Dtype::BF16 => {
@@ -164,6 +276,16 @@ impl<'a> WeightLoader<'a> {
                 if br != bc {
                     return Err(t_value(&t, "non-square FP8 blocks are not supported"));
                 }
+                if !dequantize {
+                    let data = WeightData::Fp8 {
+                        w: MappedBytes::from_view(&t),
+                        scale: MappedBytes::from_view(&scale),
+                        block: br,
+                    };
+                    let wt = Weight { rows, cols, data };
+                    check_finite_rows(&t, &wt)?;
+                    return Ok(wt);
+                }
                 let mut f = vec![0f32; rows * cols];
                 dequant_fp8_blocks(t.bytes, scale.bytes, rows, cols, br, &mut f);
                 check_finite(&t, &f)?;
@@ -183,6 +305,16 @@ impl<'a> WeightLoader<'a> {
                 }
                 t.expect_shape(&[rows, cols / 2])?;
                 let scale = self.scale_for(name, &[rows, cols / 32])?;
+                if !dequantize {
+                    let data = WeightData::Fp4 {
+                        w: MappedBytes::from_view(&t),
+                        scale: MappedBytes::from_view(&scale),
+                        group: 32,
+                    };
+                    let wt = Weight { rows, cols, data };
+                    check_finite_rows(&t, &wt)?;
+                    return Ok(wt);
+                }
                 let mut f = vec![0f32; rows * cols];
                 dequant_fp4_groups(t.bytes, scale.bytes, rows, cols, 32, &mut f);
                 check_finite(&t, &f)?;
@@ -280,6 +412,26 @@ fn check_finite(t: &TensorView<'_>, v: &[f32]) -> Result<(), LoadError> {
         None => Ok(()),
         Some(i) => Err(t_value(t, &format!("non-finite value at flat index {i}"))),
     }
+}
+
+/// Quantized weights are checked through their scales: E4M3 has NaN codes (0x7F/0xFF) and
+/// E8M0 byte 255 is NaN; E2M1 has none.
+fn check_finite_rows(t: &TensorView<'_>, w: &Weight) -> Result<(), LoadError> {
+    match &w.data {
+        WeightData::Fp8 { w: q, scale, .. } => {
+            if let Some(i) = q.as_slice().iter().position(|&b| b & 0x7F == 0x7F) {
+                return Err(t_value(t, &format!("NaN FP8 code at flat index {i}")));
+            }
+            if scale.as_slice().contains(&255) {
+                return Err(t_value(t, "NaN E8M0 scale (255)"));
+            }
+        }
+        WeightData::Fp4 { scale, .. } if scale.as_slice().contains(&255) => {
+            return Err(t_value(t, "NaN E8M0 scale (255)"));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn bf16_from_view(t: &TensorView<'_>) -> Bf16Data {

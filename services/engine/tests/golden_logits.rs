@@ -5,6 +5,7 @@ mod common;
 
 use common::{Golden, SEQUENCES, assert_close, model};
 use v4_engine::generate::{GenerateOptions, generate};
+use v4_engine::weights::LoadOptions;
 use v4_engine::{Logits, Model};
 
 const TOL: f32 = 1e-3;
@@ -102,4 +103,25 @@ fn bf16_mtp_logits_match_reference() {
 #[test]
 fn fp8_fp4_mtp_logits_match_reference() {
     check_mtp("ckpt-fp8-fp4");
+}
+
+#[test]
+fn fp8_fp4_computed_natively_equals_dequantized_at_load() {
+    let g = Golden::open("golden.safetensors");
+    let native = model("ckpt-fp8-fp4");
+    assert_eq!(native.blocks[1].ffn.experts[0].w1.format(), "fp4");
+    assert_eq!(
+        native.blocks[1].ffn.shared.as_ref().unwrap().w1.format(),
+        "fp8"
+    );
+    let dir = common::fixture_dir().join("ckpt-fp8-fp4");
+    let expanded = Model::load_with(&dir, LoadOptions { dequantize: true }).unwrap();
+    assert_eq!(expanded.blocks[1].ffn.experts[0].w1.format(), "bf16");
+    let ids = g.ids("seq4.input_ids");
+    let a = full_logits(native, &ids);
+    let b = full_logits(&expanded, &ids);
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "native FP8/FP4 compute must be bit-identical to BF16 on the dequantized weights"
+    );
 }

@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Size of the buffer of the bandwidth probe, MiB.
     #[arg(long, default_value_t = 2048)]
     pub probe_mib: usize,
+    /// Expand FP8/FP4 weights to BF16 at load instead of computing on them directly.
+    #[arg(long)]
+    pub dequantize: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -103,7 +106,11 @@ fn decode(m: &Model, batch: usize, context: usize, steps: usize) -> anyhow::Resu
 
 pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let m = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let opts = v4_engine::weights::LoadOptions {
+        dequantize: a.dequantize,
+    };
+    let m = Model::load_with(&a.model, opts)
+        .with_context(|| format!("loading {}", a.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let threads = rayon::current_num_threads();
 

@@ -4,7 +4,10 @@
 //! `serve`, `chat`, `admin`, ...
 
 mod bench;
+mod chat_encode_cmd;
+mod chat_parse_cmd;
 mod commands;
+mod tokenize_cmd;
 
 use std::path::PathBuf;
 
@@ -62,6 +65,31 @@ enum Command {
     },
     /// Prefill and decode throughput, weight bytes per token and memory bandwidth use.
     Bench(BenchCli),
+    /// Chat protocol filters (JSON lines on stdin -> JSON lines on stdout).
+    Chat {
+        #[command(subcommand)]
+        command: ChatCommand,
+    },
+    /// Tokenizer filter: `{"id","kind":"encode","text"}` or `{"id","kind":"decode","ids"}` lines.
+    Tokenize {
+        /// tokenizer.json
+        #[arg(long)]
+        tokenizer: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChatCommand {
+    /// `{"id","input":{"messages","kwargs"}}` -> `{"id","prompt","token_ids"}` or `{"id","error"}`.
+    Encode {
+        #[arg(long)]
+        tokenizer: PathBuf,
+    },
+    /// `{"id","input":{"text","thinking_mode"}}` -> `{"id","expected":{...}}` or `{"id","error"}`.
+    Parse {
+        #[arg(long)]
+        tokenizer: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -103,5 +131,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shard_mib,
         } => commands::init(preset, &out, format, seed, shard_mib),
         Command::Bench(b) => bench::run(&b.args),
+        Command::Chat {
+            command: ChatCommand::Encode { tokenizer },
+        } => chat_encode_cmd::run(&tokenizer),
+        Command::Chat {
+            command: ChatCommand::Parse { tokenizer },
+        } => chat_parse_cmd::run(&tokenizer),
+        Command::Tokenize { tokenizer } => tokenize_cmd::run(&tokenizer),
     }
 }
