@@ -2,11 +2,12 @@
 //!
 //! Quantizes one random `[32768, 2048]` matrix to bf16, FP8 E4M3 (128x128 E8M0 block scales), FP4
 //! E2M1 (E8M0 scale per 32 columns) and INT4 (bf16 scale per 32 columns), then multiplies it by 1
-//! and by 8 input rows. For each format it reports the best time of several runs (after a
-//! warm-up), the bytes one pass reads (weights + scales, `WeightsRef::bytes`), the resulting GB/s
-//! and its share of the read bandwidth measured by `measure_read_bandwidth` in the same run (best
-//! of the measurements taken before and after the GEMVs, since other processes may share the
-//! machine).
+//! and by 8 input rows. For each format it reports the best and the median time of 60 runs
+//! (interleaved over the formats in rounds, after a warm-up, so that load from other processes
+//! hits all of them alike), the bytes one pass reads (weights + scales, `WeightsRef::bytes`), the
+//! resulting GB/s (from the best time) and its share of the read bandwidth measured by
+//! `measure_read_bandwidth` in the same run (the best of the measurements taken before and after
+//! the GEMVs).
 //!
 //! `cargo run --release -p v4-kernels --example quant_gemv_bench`
 
@@ -18,7 +19,9 @@ use v4_kernels::quant::{quant_fp4_groups, quant_fp8_blocks, quant_int4_groups};
 
 const OUT_DIM: usize = 32768;
 const IN_DIM: usize = 2048;
-const RUNS: usize = 20;
+/// Rounds over all formats, and runs per format and round.
+const ROUNDS: usize = 12;
+const RUNS: usize = 5;
 
 /// Small deterministic generator (xorshift64*) for the test data.
 struct XorShift(u64);
@@ -38,16 +41,14 @@ impl XorShift {
     }
 }
 
-/// Best wall time in seconds of `runs` calls of `f`, after one warm-up call.
-fn best_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+/// Appends the wall times in seconds of `runs` calls of `f`, after one warm-up call.
+fn time_runs(runs: usize, times: &mut Vec<f64>, mut f: impl FnMut()) {
     f();
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
+    for _ in 0..runs {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
 }
 
 fn main() {
@@ -95,13 +96,19 @@ fn main() {
         ),
     ];
 
-    let mut results = Vec::new();
-    for rows in [1usize, 8] {
-        let x: Vec<f32> = (0..rows * IN_DIM).map(|_| rng.next_f32()).collect();
-        let mut y = vec![0.0f32; rows * OUT_DIM];
-        for &(name, wr) in &formats {
-            let secs = best_secs(RUNS, || matmul(&x, rows, IN_DIM, wr, OUT_DIM, &mut y));
-            results.push((rows, name, secs, wr.bytes()));
+    let cases: Vec<(usize, &str, WeightsRef<'_>, Vec<f32>)> = [1usize, 8]
+        .iter()
+        .flat_map(|&rows| {
+            let x: Vec<f32> = (0..rows * IN_DIM).map(|_| rng.next_f32()).collect();
+            formats.map(|(name, wr)| (rows, name, wr, x.clone()))
+        })
+        .collect();
+    let mut times = vec![Vec::new(); cases.len()];
+    let mut y = vec![0.0f32; 8 * OUT_DIM];
+    for _ in 0..ROUNDS {
+        for ((rows, _, wr, x), times) in cases.iter().zip(&mut times) {
+            let y = &mut y[..rows * OUT_DIM];
+            time_runs(RUNS, times, || matmul(x, *rows, IN_DIM, *wr, OUT_DIM, y));
         }
     }
     let bw_after = measure_read_bandwidth(1 << 30, 10);
@@ -112,17 +119,23 @@ fn main() {
         bw_after / 1e9,
         bw / 1e9
     );
-    println!("| rows | format | time (ms) | bytes/pass (MiB) | GB/s | % of read bw | GFLOP/s |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
-    for (rows, name, secs, bytes) in results {
-        let rate = bytes as f64 / secs;
+    println!(
+        "| rows | format | best (ms) | median (ms) | bytes/pass (MiB) | GB/s | % of read bw | GFLOP/s |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    for ((rows, name, wr, _), times) in cases.iter().zip(&mut times) {
+        times.sort_by(f64::total_cmp);
+        let (best, median) = (times[0], times[times.len() / 2]);
+        let bytes = wr.bytes() as f64;
+        let rate = bytes / best;
         println!(
-            "| {rows} | {name} | {:.3} | {:.1} | {:.2} | {:.1}% | {:.1} |",
-            secs * 1e3,
-            bytes as f64 / (1 << 20) as f64,
+            "| {rows} | {name} | {:.3} | {:.3} | {:.1} | {:.2} | {:.1}% | {:.1} |",
+            best * 1e3,
+            median * 1e3,
+            bytes / (1 << 20) as f64,
             rate / 1e9,
             100.0 * rate / bw,
-            2.0 * (rows * OUT_DIM * IN_DIM) as f64 / secs / 1e9
+            2.0 * (rows * OUT_DIM * IN_DIM) as f64 / best / 1e9
         );
     }
 }

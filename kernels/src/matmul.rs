@@ -49,6 +49,8 @@ mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
+mod x86_decode;
+#[cfg(target_arch = "x86_64")]
 mod x86_quant;
 
 use crate::bf16::bf16_to_f32;

@@ -40,7 +40,7 @@ const E2M1_LUT: [f32; 16] = {
 };
 
 /// All 256 E4M3 codes decoded.
-pub(crate) static E4M3_LUT: [f32; 256] = {
+static E4M3_LUT: [f32; 256] = {
     let mut t = [0.0f32; 256];
     let mut i = 0;
     while i < 256 {

@@ -40,10 +40,10 @@ pub(super) trait Format: Copy + Send + Sync {
     /// The segment type.
     type Seg: Seg;
 
-    /// Weight rows processed together against a single input row (4 or fewer; see `tile.rs`).
-    /// Quantized formats use 2: decoding needs registers for scales and constants, and with 4
-    /// rows the accumulators would spill.
-    const SINGLE_ROW_GROUP: usize = if option_env!("QW").is_some() { 4 } else { 2 };
+    /// Weight rows processed together against a single input row (at most 4; see `tile.rs`). More
+    /// rows share each input load, but decoding needs registers too: FP8 uses 2 (with 4 its
+    /// accumulators spill), the others 4.
+    const SINGLE_ROW_GROUP: usize;
 
     /// Row `o`, columns `off..off + len`. `off` is a multiple of [`super::KC`].
     fn seg(self, o: usize, off: usize, len: usize) -> Self::Seg;
@@ -116,6 +116,7 @@ pub(super) struct Fp8Seg<'a> {
 
 impl<'a> Format for Fp8<'a> {
     type Seg = Fp8Seg<'a>;
+    const SINGLE_ROW_GROUP: usize = 2;
 
     #[inline(always)]
     fn seg(self, o: usize, off: usize, len: usize) -> Fp8Seg<'a> {
@@ -205,7 +206,7 @@ impl Nibble for Fp4Code {
     #[inline(always)]
     unsafe fn simd_factor(s: u8) -> std::arch::x86_64::__m256 {
         // SAFETY: forwarded from the caller.
-        unsafe { super::x86_quant::fp4_table(e8m0_to_f32(s)) }
+        unsafe { super::x86_decode::fp4_table(e8m0_to_f32(s)) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -215,7 +216,7 @@ impl Nibble for Fp4Code {
         m: std::arch::x86_64::__m256,
     ) -> std::arch::x86_64::__m256 {
         // SAFETY: forwarded from the caller.
-        unsafe { super::x86_quant::fp4_finish(t, m) }
+        unsafe { super::x86_decode::fp4_finish(t, m) }
     }
 }
 
@@ -251,7 +252,7 @@ impl Nibble for Int4Code {
         m: std::arch::x86_64::__m256,
     ) -> std::arch::x86_64::__m256 {
         // SAFETY: forwarded from the caller.
-        unsafe { super::x86_quant::int4_finish(t, m) }
+        unsafe { super::x86_decode::int4_finish(t, m) }
     }
 }
 
@@ -297,6 +298,7 @@ impl<C: Nibble> Copy for Nib4Seg<'_, C> {}
 
 impl<'a, C: Nibble> Format for Nib4<'a, C> {
     type Seg = Nib4Seg<'a, C>;
+    const SINGLE_ROW_GROUP: usize = 4;
 
     #[inline(always)]
     fn seg(self, o: usize, off: usize, len: usize) -> Nib4Seg<'a, C> {

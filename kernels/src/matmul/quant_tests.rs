@@ -46,14 +46,22 @@ impl Quant {
     }
 }
 
-/// Random FP8 codes (no NaN codes) with E8M0 scales in `2^-17..=2^13`; scales above `2^7` take
-/// the AVX2 decoder's two-multiply path.
+/// Random FP8 codes (no NaN codes, all other codes including subnormals) with E8M0 scales in
+/// `2^-17..=2^13` (the NaN codes and extreme scales that take the AVX2 decoder's slow path are in
+/// `special_codes_and_extreme_scales`).
 fn fp8(rng: &mut Rng, out: usize, inp: usize, block: usize) -> Quant {
+    fp8_codes(rng, out, inp, block, true)
+}
+
+/// [`fp8`], optionally without subnormal codes (real checkpoints have very few; blocks without
+/// them take the AVX2 decoder's fastest path).
+fn fp8_codes(rng: &mut Rng, out: usize, inp: usize, block: usize, subnormals: bool) -> Quant {
     let w: Vec<u8> = (0..out * inp)
         .map(|_| {
             loop {
                 let b = rng.below(256) as u8;
-                if b & 0x7F != 0x7F {
+                let subnormal = b & 0x78 == 0 && b & 0x07 != 0;
+                if b & 0x7F != 0x7F && (subnormals || !subnormal) {
                     break b;
                 }
             }
@@ -154,15 +162,18 @@ const ROWS: [usize; 5] = [1, 2, 5, 8, 37];
 fn fp8_is_bit_identical_to_dense_on_dequantized() {
     let mut rng = Rng::new(801);
     // 2 * KC + 25: two full i-blocks, a 16-step, a leftover 8-chunk and a 1-element tail. Block 128
-    // is the checkpoint's; 48 does not divide KC; 5 takes the lane-by-lane path.
+    // is the checkpoint's; 48 does not divide KC; 5 takes the lane-by-lane path. Scales up to 2^7
+    // and blocks without subnormal codes take the fastest AVX2 decoding, the others the FP16 one.
     for &in_dim in &[1usize, 7, 130, 515, 2 * KC + 25] {
         for &block in &[128usize, 48, 5] {
             for &out_dim in &OUTS {
-                let q = fp8(&mut rng, out_dim, in_dim, block);
-                for &rows in &ROWS {
-                    let x = rng.vec_f32(rows * in_dim);
-                    for backend in backends() {
-                        assert_exact(backend, &x, rows, in_dim, &q, out_dim, true);
+                for subnormals in [true, false] {
+                    let q = fp8_codes(&mut rng, out_dim, in_dim, block, subnormals);
+                    for &rows in &ROWS {
+                        let x = rng.vec_f32(rows * in_dim);
+                        for backend in backends() {
+                            assert_exact(backend, &x, rows, in_dim, &q, out_dim, true);
+                        }
                     }
                 }
             }
@@ -245,8 +256,15 @@ fn quantized_batch_and_single_rows_are_bit_identical() {
     }
 }
 
-/// Compares with the F32 kernel on the dequantization: equal bits, or both NaN.
+/// Compares with the F32 kernel on the dequantization, for the first row of `x` alone and for all
+/// of them: equal bits, or both NaN.
 fn assert_exact_or_both_nan(q: &Quant, x: &[f32], rows: usize, in_dim: usize, out_dim: usize) {
+    for (x, rows) in [(&x[..in_dim], 1), (x, rows)] {
+        assert_exact_or_both_nan_rows(q, x, rows, in_dim, out_dim);
+    }
+}
+
+fn assert_exact_or_both_nan_rows(q: &Quant, x: &[f32], rows: usize, in_dim: usize, out_dim: usize) {
     for backend in backends() {
         let mut got = vec![0.0; rows * out_dim];
         let mut want = vec![0.0; rows * out_dim];
@@ -275,9 +293,10 @@ fn special_codes_and_extreme_scales() {
     let mut rng = Rng::new(805);
     let (rows, in_dim, out_dim) = (3, 2 * KC + 64, 9);
     let x = rng.vec_f32(rows * in_dim);
-    // FP8: NaN codes in one row; scales at both ends of E8M0 (0 is the subnormal 2^-127, 254 is
-    // 2^127, 255 NaN), so products underflow to subnormals and overflow to infinity.
-    for scale in [0u8, 1, 7, 134, 135, 200, 254, 255] {
+    // FP8: NaN codes in two rows; scales at both ends of E8M0 (0 is the subnormal 2^-127, 254 is
+    // 2^127, 255 NaN), so products underflow to subnormals and overflow to infinity; 246/247 are
+    // the last fast and the first slow scale of the AVX2 decoder.
+    for scale in [0u8, 1, 7, 134, 135, 200, 246, 247, 254, 255] {
         let mut q = fp8(&mut rng, out_dim, in_dim, 128);
         q.s8.iter_mut().step_by(2).for_each(|s| *s = scale);
         q.w[5 * in_dim + 17] = 0x7F;

@@ -41,8 +41,8 @@ fn dot<S: Seg>(w: S, x: &[f32]) -> f32 {
     let v: [f32; 8] = std::array::from_fn(|l| acc[l] + acc[l + 8]);
     let q: [f32; 4] = std::array::from_fn(|l| v[l] + v[l + 4]);
     let mut s = (q[0] + q[2]) + (q[1] + q[3]);
-    for k in i..n {
-        s += w.get(k) * x[k];
+    for (k, &xk) in x.iter().enumerate().take(n).skip(i) {
+        s += w.get(k) * xk;
     }
     s
 }

@@ -22,8 +22,8 @@ pub(super) struct Tile<'a, F> {
 /// A block kernel: the canonical per-block dot products for a fixed `W x R` group of weight and
 /// input rows.
 pub(super) trait Kernel: Copy + Send + Sync {
-    /// `out[a][r] = dot(w[a], x[r])` over one `i`-block (all slices of one common length, at most
-    /// `KC`). Supported shapes: `W <= 4` with `R = 1`, and `W <= 2` with `R <= 3`.
+    /// `out[a][r] = dot(w[a], x[r])` over one `i`-block (all segments and slices of one common
+    /// length, at most `KC`). Supported shapes: `W <= 4` with `R = 1`, and `W <= 2` with `R <= 3`.
     fn block<S: Seg, const W: usize, const R: usize>(
         self,
         w: [S; W],

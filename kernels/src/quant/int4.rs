@@ -3,8 +3,8 @@
 //! A `[rows, cols]` matrix is stored as packed nibbles `[rows, cols / 2]` (byte `k` of a row holds
 //! column `2k` in its low nibble and `2k + 1` in its high nibble, the official FP4 order) and one
 //! bf16 scale per `group` consecutive columns of a row, `[rows, cols / group]`. A nibble is a
-//! two's complement integer `q` in `-8..=7` and the weight is `q * scale` (computed in f32, where it
-//! is exact). The scale may be negative: the quantizer uses its sign to put the group's
+//! two's complement integer `q` in `-8..=7` and the weight is `q * scale` (computed in f32, where
+//! it is exact). The scale may be negative: the quantizer uses its sign to put the group's
 //! largest-magnitude value on the `-8` side, which gives a step of about `amax / 8` instead of
 //! `amax / 7`.
 
@@ -35,8 +35,8 @@ fn check_shape(what: &str, rows: usize, cols: usize, group: usize) -> usize {
 /// Runs on the current rayon pool.
 ///
 /// # Panics
-/// Panics if `group == 0`, `group` does not divide `cols`, `cols` is odd, or a slice length does not
-/// match the shapes.
+/// Panics if `group == 0`, `group` does not divide `cols`, `cols` is odd, or a slice length does
+/// not match the shapes.
 pub fn dequant_int4_groups(
     w: &[u8],
     scale: &[u16],
