@@ -9,10 +9,8 @@
 //! * a rejected conversation, bad JSON or a missing field → `{"id", "error": "..."}` with `id`
 //!   copied from the input (`null` if unreadable); the filter goes on with the next line.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 use v4_tokenizer::Tokenizer;
 use v4_tokenizer::chat::encode::encode_json;
@@ -20,29 +18,10 @@ use v4_tokenizer::chat::encode::encode_json;
 /// Runs the filter from stdin to stdout until end of input.
 pub fn run(tokenizer: &Path) -> anyhow::Result<()> {
     let tok = Tokenizer::from_file(tokenizer)?;
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if input
-            .read_until(b'\n', &mut line)
-            .context("reading stdin")?
-            == 0
-        {
-            return Ok(());
-        }
-        let reply = match std::str::from_utf8(&line) {
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => handle_line(&tok, text),
-            Err(e) => error_reply(Value::Null, format!("input line is not UTF-8: {e}")),
-        };
-        serde_json::to_writer(&mut out, &reply).context("writing stdout")?;
-        out.write_all(b"\n").context("writing stdout")?;
-        out.flush().context("writing stdout")?;
-    }
+    crate::jsonl::filter(
+        |text| handle_line(&tok, text),
+        |msg| error_reply(Value::Null, msg),
+    )
 }
 
 /// The reply to one input line.

@@ -16,7 +16,6 @@
 //!
 //! The tokenizer is loaded (and so validated) once at start; parsing itself works on text.
 
-use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::Context;
@@ -28,29 +27,7 @@ use v4_tokenizer::chat::parse::parse_completion;
 pub fn run(tokenizer: &Path) -> anyhow::Result<()> {
     Tokenizer::from_file(tokenizer)
         .with_context(|| format!("loading tokenizer {}", tokenizer.display()))?;
-    let stdin = std::io::stdin();
-    let mut input = stdin.lock();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if input
-            .read_until(b'\n', &mut line)
-            .context("reading stdin")?
-            == 0
-        {
-            return Ok(());
-        }
-        let reply = match std::str::from_utf8(&line) {
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => handle_line(text),
-            Err(e) => invalid(Value::Null, format!("input line is not UTF-8: {e}")),
-        };
-        serde_json::to_writer(&mut out, &reply).context("writing stdout")?;
-        out.write_all(b"\n").context("writing stdout")?;
-        out.flush().context("writing stdout")?;
-    }
+    crate::jsonl::filter(handle_line, |msg| invalid(Value::Null, msg))
 }
 
 /// The reply to one input line.

@@ -7,6 +7,7 @@ mod bench;
 mod chat_encode_cmd;
 mod chat_parse_cmd;
 mod commands;
+mod jsonl;
 mod tokenize_cmd;
 
 use std::path::PathBuf;
