@@ -4,33 +4,14 @@
 //!
 //! Fixtures are required: a missing file panics with its path (tests never skip).
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use serde_json::Value;
 use v4_tokenizer::Tokenizer;
 use v4_tokenizer::stream::{DecodeStream, stream_chunks};
 use v4_tokenizer::tokenizer::{PARALLEL_MIN_BYTES, split_at_safe_points};
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
+mod common;
 
-fn shared(rel: &str) -> PathBuf {
-    let path = PathBuf::from(SHARED).join(rel);
-    assert!(
-        path.exists(),
-        "required fixture is missing: {}",
-        path.display()
-    );
-    path
-}
-
-fn tok() -> &'static Tokenizer {
-    static TOK: OnceLock<Tokenizer> = OnceLock::new();
-    TOK.get_or_init(|| {
-        let path = shared("tokenizer/deepseek-v4/tokenizer.json");
-        Tokenizer::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
-    })
-}
+use common::{shared, tok};
 
 fn records(rel: &str) -> Vec<Value> {
     let path = shared(rel);

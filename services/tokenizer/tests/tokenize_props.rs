@@ -14,33 +14,15 @@
 //!     with U+FFFD (nothing is held back longer than necessary);
 //!   - after `finish`, the concatenation equals `decode(ids)` exactly.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use v4_tokenizer::Tokenizer;
 use v4_tokenizer::stream::DecodeStream;
 use v4_tokenizer::tokenizer::split_at_safe_points;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
+mod common;
 
-fn shared(rel: &str) -> PathBuf {
-    let path = PathBuf::from(SHARED).join(rel);
-    assert!(
-        path.exists(),
-        "required fixture is missing: {}",
-        path.display()
-    );
-    path
-}
-
-fn tok() -> &'static Tokenizer {
-    static TOK: OnceLock<Tokenizer> = OnceLock::new();
-    TOK.get_or_init(|| {
-        let path = shared("tokenizer/deepseek-v4/tokenizer.json");
-        Tokenizer::from_file(&path).unwrap_or_else(|e| panic!("{e}"))
-    })
-}
+use common::{shared, tok};
 
 /// Ids of the 256 single-byte tokens (from the fixture byte table): random sequences of these
 /// produce split and invalid UTF-8 far more often than uniformly random ids.

@@ -78,6 +78,37 @@ pub(crate) fn value_to_json(v: &Value) -> String {
     to_json(&PyValue::from(v))
 }
 
+/// `[a, b]`: the separators `json.dumps` and `repr` share; `item` renders each element.
+pub(super) fn write_list(items: &[PyValue], out: &mut String, item: fn(&PyValue, &mut String)) {
+    out.push('[');
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        item(v, out);
+    }
+    out.push(']');
+}
+
+/// `{k: v}` with the separators `json.dumps` and `repr` share.
+pub(super) fn write_dict(
+    items: &[(String, PyValue)],
+    out: &mut String,
+    key: fn(&str, &mut String),
+    item: fn(&PyValue, &mut String),
+) {
+    out.push('{');
+    for (i, (k, v)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        key(k, out);
+        out.push_str(": ");
+        item(v, out);
+    }
+    out.push('}');
+}
+
 fn write_json(v: &PyValue, out: &mut String) {
     match v {
         PyValue::None => out.push_str("null"),
@@ -89,27 +120,9 @@ fn write_json(v: &PyValue, out: &mut String) {
         }
         PyValue::Float(f) => out.push_str(&float_repr(*f)),
         PyValue::Str(s) => write_json_str(s, out),
-        PyValue::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_json(item, out);
-            }
-            out.push(']');
-        }
+        PyValue::List(items) => write_list(items, out, write_json),
         PyValue::Dict(items) => {
-            out.push('{');
-            for (i, (k, item)) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_json_str(k, out);
-                out.push_str(": ");
-                write_json(item, out);
-            }
-            out.push('}');
+            write_dict(items, out, write_json_str, write_json);
         }
     }
 }

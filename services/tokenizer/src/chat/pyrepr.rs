@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::pyjson::PyValue;
+use super::pyjson::{PyValue, write_dict, write_list};
 
 /// Python's `repr(float)` for a finite value: shortest round-trip digits, positional notation
 /// for decimal exponents -4..16, otherwise `d.ddde±XX`; always a `.0` on integral values.
@@ -92,27 +92,9 @@ fn write_repr(v: &PyValue, out: &mut String) {
         PyValue::Float(f) if f.is_infinite() => out.push_str(if *f > 0.0 { "inf" } else { "-inf" }),
         PyValue::Float(f) => out.push_str(&float_repr(*f)),
         PyValue::Str(s) => write_str_repr(s, out),
-        PyValue::List(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_repr(item, out);
-            }
-            out.push(']');
-        }
+        PyValue::List(items) => write_list(items, out, write_repr),
         PyValue::Dict(items) => {
-            out.push('{');
-            for (i, (k, item)) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str_repr(k, out);
-                out.push_str(": ");
-                write_repr(item, out);
-            }
-            out.push('}');
+            write_dict(items, out, write_str_repr, write_repr);
         }
     }
 }
