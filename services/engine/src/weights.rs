@@ -15,7 +15,8 @@ use safetensors::Dtype;
 use v4_kernels::bf16::{bf16_to_f32, f32_to_bf16};
 use v4_kernels::matmul::{WeightsRef, matmul};
 use v4_kernels::quant::{
-    dequant_fp4_groups, dequant_fp8_blocks, e2m1_to_f32, e4m3_to_f32, e8m0_to_f32,
+    dequant_fp4_groups, dequant_fp8_blocks, dequant_int4_groups, e2m1_to_f32, e4m3_to_f32,
+    e8m0_to_f32, int4_value,
 };
 
 use crate::loader::{Checkpoint, LoadError, TensorView};
@@ -100,6 +101,13 @@ enum WeightData {
         scale: MappedBytes,
         group: usize,
     },
+    /// Signed int4 nibbles `[rows, cols/2]` + BF16 scales per `group` columns of a row
+    /// (v4convert's INT4 experts, `docs/FORMATS.md`).
+    Int4 {
+        w: MappedBytes,
+        scale: Bf16Data,
+        group: usize,
+    },
 }
 
 /// How quantized tensors are held in memory.
@@ -133,16 +141,22 @@ impl Weight {
                 scale: scale.as_slice(),
                 group: *group,
             },
+            WeightData::Int4 { w, scale, group } => WeightsRef::Int4 {
+                w: w.as_slice(),
+                scale: scale.as_slice(),
+                group: *group,
+            },
         }
     }
 
-    /// Storage format name (`bf16`, `f32`, `fp8`, `fp4`).
+    /// Storage format name (`bf16`, `f32`, `fp8`, `fp4`, `int4`).
     pub fn format(&self) -> &'static str {
         match &self.data {
             WeightData::Bf16(_) => "bf16",
             WeightData::F32(_) => "f32",
             WeightData::Fp8 { .. } => "fp8",
             WeightData::Fp4 { .. } => "fp4",
+            WeightData::Int4 { .. } => "int4",
         }
     }
 
@@ -154,6 +168,7 @@ impl Weight {
             WeightData::Fp8 { w, scale, .. } | WeightData::Fp4 { w, scale, .. } => {
                 w.len + scale.len
             }
+            WeightData::Int4 { w, scale, .. } => w.len + scale.as_slice().len() * 2,
         }
     }
 
@@ -221,6 +236,15 @@ impl Weight {
                     let byte = w[r * c / 2 + i / 2];
                     let nibble = if i % 2 == 0 { byte & 0x0F } else { byte >> 4 };
                     *o = e2m1_to_f32(nibble) * e8m0_to_f32(srow[i / group]);
+                }
+            }
+            WeightData::Int4 { w, scale, group } => {
+                let (w, scale) = (w.as_slice(), scale.as_slice());
+                let srow = &scale[r * c.div_ceil(*group)..];
+                for (i, o) in out.iter_mut().enumerate() {
+                    let byte = w[r * c / 2 + i / 2];
+                    let nibble = if i % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+                    *o = int4_value(nibble) as f32 * bf16_to_f32(srow[i / group]);
                 }
             }
         }
@@ -296,27 +320,58 @@ impl<'a> WeightLoader<'a> {
                 })
             }
             Dtype::I8 | Dtype::U8 => {
-                // FP4 E2M1, two per byte along the input dimension, low nibble first.
-                if !cols.is_multiple_of(32) {
-                    return Err(t_value(
-                        &t,
-                        "FP4 weights need an input width divisible by 32",
-                    ));
+                // 4-bit codes, two per byte along the input dimension, low nibble first: FP4
+                // E2M1 with E8M0 group scales (official), or INT4 with BF16 group scales (ours).
+                // The scale's dtype tells which; its width gives the group length.
+                if !cols.is_multiple_of(2) {
+                    return Err(t_value(&t, "4-bit weights need an even input width"));
                 }
                 t.expect_shape(&[rows, cols / 2])?;
-                let scale = self.scale_for(name, &[rows, cols / 32])?;
+                let scale = self.group_scale_for(name, rows, cols)?;
+                let groups = scale.shape.get(1).copied().unwrap_or(0);
+                if groups == 0 || !cols.is_multiple_of(groups) {
+                    return Err(t_value(
+                        &scale,
+                        &format!("scale width {groups} does not divide the input width {cols}"),
+                    ));
+                }
+                let group = cols / groups;
+                let int4 = scale.dtype == Dtype::BF16;
+                if !int4 && group != 32 {
+                    return Err(t_value(
+                        &scale,
+                        &format!("FP4 scales must cover groups of 32 columns, found {group}"),
+                    ));
+                }
                 if !dequantize {
-                    let data = WeightData::Fp4 {
-                        w: MappedBytes::from_view(&t),
-                        scale: MappedBytes::from_view(&scale),
-                        group: 32,
+                    let data = if int4 {
+                        WeightData::Int4 {
+                            w: MappedBytes::from_view(&t),
+                            scale: bf16_from_view(&scale),
+                            group,
+                        }
+                    } else {
+                        WeightData::Fp4 {
+                            w: MappedBytes::from_view(&t),
+                            scale: MappedBytes::from_view(&scale),
+                            group,
+                        }
                     };
                     let wt = Weight { rows, cols, data };
-                    check_scales(&t, &wt)?;
+                    check_scales(&scale, &wt)?;
                     return Ok(wt);
                 }
                 let mut f = vec![0f32; rows * cols];
-                dequant_fp4_groups(t.bytes, scale.bytes, rows, cols, 32, &mut f);
+                if int4 {
+                    let s16: Vec<u16> = scale
+                        .bytes
+                        .chunks_exact(2)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                        .collect();
+                    dequant_int4_groups(t.bytes, &s16, rows, cols, group, &mut f);
+                } else {
+                    dequant_fp4_groups(t.bytes, scale.bytes, rows, cols, group, &mut f);
+                }
                 check_finite(&t, &f)?;
                 Ok(Weight {
                     rows,
@@ -324,7 +379,7 @@ impl<'a> WeightLoader<'a> {
                     data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))),
                 })
             }
-            _ => Err(t.dtype_error("BF16, F32, F8_E4M3 (+ .scale) or I8 FP4 (+ .scale)")),
+            _ => Err(t.dtype_error("BF16, F32, F8_E4M3 (+ .scale) or I8 FP4/INT4 (+ .scale)")),
         }
     }
 
@@ -342,6 +397,34 @@ impl<'a> WeightLoader<'a> {
             return Err(t.dtype_error("F8_E8M0"));
         }
         t.expect_shape(shape)?;
+        Ok(t)
+    }
+
+    /// The group-scale tensor of a 4-bit weight: `[rows, groups]`, E8M0 (FP4) or BF16 (INT4).
+    fn group_scale_for(
+        &self,
+        weight_name: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<TensorView<'a>, LoadError> {
+        let stem = weight_name.strip_suffix(".weight").unwrap_or(weight_name);
+        let (primary, alt) = (format!("{stem}.scale"), format!("{stem}.weight_scale_inv"));
+        let t = if self.ckpt.contains(&primary) || !self.ckpt.contains(&alt) {
+            self.ckpt.get(&primary)?
+        } else {
+            self.ckpt.get(&alt)?
+        };
+        if !matches!(t.dtype, Dtype::F8_E8M0 | Dtype::U8 | Dtype::BF16) {
+            return Err(t.dtype_error("F8_E8M0 (FP4) or BF16 (INT4)"));
+        }
+        if t.shape.len() != 2 || t.shape[0] != rows {
+            return Err(LoadError::Shape {
+                name: t.name.to_string(),
+                file: t.file.to_path_buf(),
+                expected: vec![rows, cols / 32],
+                found: t.shape.to_vec(),
+            });
+        }
         Ok(t)
     }
 
@@ -418,12 +501,25 @@ fn check_finite(t: &TensorView<'_>, v: &[f32]) -> Result<(), LoadError> {
 /// themselves are not scanned: that would read the whole model at load; a NaN code shows up
 /// as NaN logits instead.
 fn check_scales(t: &TensorView<'_>, w: &Weight) -> Result<(), LoadError> {
-    if let WeightData::Fp8 { scale, .. } | WeightData::Fp4 { scale, .. } = &w.data
-        && scale.as_slice().contains(&255)
-    {
-        return Err(t_value(t, "NaN E8M0 scale (255)"));
+    match &w.data {
+        WeightData::Fp8 { scale, .. } | WeightData::Fp4 { scale, .. }
+            if scale.as_slice().contains(&255) =>
+        {
+            Err(t_value(t, "NaN E8M0 scale (255)"))
+        }
+        WeightData::Int4 { scale, .. } => match scale
+            .as_slice()
+            .iter()
+            .position(|&b| !bf16_to_f32(b).is_finite())
+        {
+            Some(i) => Err(t_value(
+                t,
+                &format!("non-finite BF16 scale at flat index {i}"),
+            )),
+            None => Ok(()),
+        },
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn bf16_from_view(t: &TensorView<'_>) -> Bf16Data {
