@@ -363,12 +363,16 @@ impl<'a> WeightLoader<'a> {
                 }
                 let mut f = vec![0f32; rows * cols];
                 if int4 {
+                    // A code times a BF16 scale needs up to 12 significant bits: expand to F32
+                    // (exact), not BF16.
                     let s16: Vec<u16> = scale
                         .bytes
                         .chunks_exact(2)
                         .map(|b| u16::from_le_bytes([b[0], b[1]]))
                         .collect();
                     dequant_int4_groups(t.bytes, &s16, rows, cols, group, &mut f);
+                    check_finite(&t, &f)?;
+                    return Ok(Weight::from_f32(rows, cols, f));
                 } else {
                     dequant_fp4_groups(t.bytes, scale.bytes, rows, cols, group, &mut f);
                 }

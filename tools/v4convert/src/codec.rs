@@ -18,8 +18,12 @@ use crate::error::ConvertError;
 use crate::plan::{Encoding, TensorPlan};
 use crate::source::SourceCheckpoint;
 
-/// Elements per row block (before rounding to the 128-row tile), ~16 MB of f32.
-const BLOCK_ELEMS: usize = 4 << 20;
+/// Elements per row block (before rounding to the 128-row tile): 4 MiB of f32.
+const BLOCK_ELEMS: usize = 1 << 20;
+/// Most row blocks in flight at once. A block costs at most ~14 bytes per element (source
+/// bytes, f32 values, encoded bytes, f32 round trip), so the conversion's working set stays
+/// under `MAX_BATCH * 14 MiB` (~450 MiB) on any machine, and ~2 * threads * 14 MiB below that.
+const MAX_BATCH: usize = 32;
 /// Bytes per chunk when copying a tensor unchanged.
 const COPY_CHUNK: usize = 16 << 20;
 
@@ -103,7 +107,7 @@ pub fn convert_tensor(
         .step_by(rows_per_block.max(1))
         .map(|r0| (r0, (r0 + rows_per_block).min(t.rows)))
         .collect();
-    let batch = (rayon::current_num_threads() * 2).max(2);
+    let batch = (rayon::current_num_threads() * 2).clamp(2, MAX_BATCH);
     let mut scales = Vec::new();
     let mut stats = ErrorStats::default();
     for chunk in blocks.chunks(batch) {

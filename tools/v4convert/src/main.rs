@@ -43,6 +43,10 @@ enum Cmd {
         /// Only files matching this glob (repeatable), e.g. --include '*.json'.
         #[arg(long)]
         include: Vec<String>,
+        /// Ask the hub which commit the revision points to now (default: a complete cached
+        /// selection is used without any request).
+        #[arg(long)]
+        refresh: bool,
     },
     /// Convert a checkpoint (official FP8/FP4, BF16, or a v4convert output).
     Convert(ConvertArgs),
@@ -155,9 +159,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             repo,
             revision,
             include,
+            refresh,
         } => {
             let mut hub = hub;
-            hub.progress = progress;
+            hub.progress = hub.progress && progress;
+            hub.refresh = refresh;
             let snap = v4_hub::download_blocking(&repo, revision.as_deref(), &include, &hub)?;
             println!(
                 "{}@{} ({} files) -> {}",
@@ -172,7 +178,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PathBuf::from(&a.from)
             } else if v4_hub::looks_like_repo_id(&a.from) {
                 let mut hub = hub;
-                hub.progress = progress;
+                hub.progress = hub.progress && progress;
                 v4_hub::resolve_dir_blocking(&a.from, &[], &hub)
                     .with_context(|| format!("fetching {}", a.from))?
             } else {

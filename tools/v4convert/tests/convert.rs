@@ -163,6 +163,28 @@ fn int4_experts_quality_is_reported() {
     .unwrap();
     assert!(!r.classes["routed_experts"].lossless);
     assert!(r.classes["linears"].lossless);
+    // The engine computes on the INT4 experts directly, bit-identical to the dequantized model.
+    let native = Model::load(&out).unwrap();
+    let expanded =
+        Model::load_with(&out, v4_engine::weights::LoadOptions { dequantize: true }).unwrap();
+    let ids = [0u32, 17, 42, 300, 5, 9, 11];
+    let run = |m: &Model| {
+        let mut c = m.new_cache();
+        m.forward(&mut [(&mut c, &ids[..])], Logits::All, false)
+            .unwrap()
+            .logits
+            .remove(0)
+    };
+    let (a, b) = (run(&native), run(&expanded));
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        a == b,
+        "native INT4 differs from the dequantized model by {diff}"
+    );
     let q = quality(
         &out,
         &fixture("ckpt-bf16"),
@@ -325,4 +347,64 @@ fn inspect_counts_the_parameters_of_the_config() {
     let text = stdout(&o);
     assert!(text.contains("layers.0.ffn.experts.0.w1.weight"));
     assert!(text.contains("routed_experts") && text.contains("total"));
+}
+
+/// `--from owner/name` resolves through the Hugging Face cache (offline here: a cache laid out as
+/// Python's, blobs named by their sha256), and the manifest records the repo and commit.
+#[test]
+fn converts_from_a_repo_id_in_the_hub_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo_dir = cache.path().join("models--deepseek-ai--tiny-v4");
+    let snap = repo_dir.join("snapshots").join(commit);
+    std::fs::create_dir_all(repo_dir.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo_dir.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::write(repo_dir.join("refs/main"), commit).unwrap();
+    let src = fixture("ckpt-fp8-fp4");
+    let mut shard_shas = Vec::new();
+    for f in entries(&src) {
+        let (sha, _) = sha256_file(&src.join(&f)).unwrap();
+        std::fs::copy(src.join(&f), repo_dir.join("blobs").join(&sha)).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{sha}"), snap.join(&f)).unwrap();
+        if f.ends_with(".safetensors") {
+            shard_shas.push(sha);
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("o");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_v4convert"))
+        .args(["convert", "--from", "deepseek-ai/tiny-v4", "--to"])
+        .arg(&to)
+        .args(["--experts", "fp8"])
+        .env("HF_HUB_CACHE", cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = Manifest::read(&to).unwrap();
+    assert_eq!(m.source.hf_repo.as_deref(), Some("deepseek-ai/tiny-v4"));
+    assert_eq!(m.source.hf_commit.as_deref(), Some(commit));
+    let mut got: Vec<String> = m
+        .source
+        .shards
+        .iter()
+        .map(|s| s.sha256.clone().expect("hub blob sha256 known"))
+        .collect();
+    got.sort();
+    shard_shas.sort();
+    assert_eq!(got, shard_shas);
+
+    // A repo that is not cached, offline: a clear error, nothing written.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_v4convert"))
+        .args(["convert", "--from", "deepseek-ai/not-here", "--to"])
+        .arg(out.path().join("o2"))
+        .env("HF_HUB_CACHE", cache.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("HF_HUB_OFFLINE"), "{}", stderr(&o));
+    assert!(!out.path().join("o2").exists());
 }
