@@ -77,6 +77,16 @@ pub fn e4m3_to_f32(b: u8) -> f32 {
     E4M3_LUT[b as usize]
 }
 
+/// `x.round_ties_even()` for `0 <= x < 2^22`, without a libm call: adding and subtracting
+/// `1.5 * 2^23` rounds to an integer in the FPU's default mode (nearest, ties to even). Baseline
+/// x86-64 has no SSE4.1 `roundss`, so `round_ties_even` would call `rint` per element.
+#[inline]
+pub(crate) fn round_even_f32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    debug_assert!((0.0..4_194_304.0).contains(&x));
+    (x + MAGIC) - MAGIC
+}
+
 /// Encodes an f32 as FP8 E4M3 with round-to-nearest, ties-to-even.
 ///
 /// Magnitudes at or above 448 (including infinities) saturate to +-448 (`0x7E`/`0xFE`); NaN gives
@@ -93,12 +103,12 @@ pub fn f32_to_e4m3(x: f32) -> u8 {
     let code = if a < pow2_normal(-6) {
         // Subnormal range: units of 2^-9. Rounding up to 8 lands exactly on code 0x08, the smallest
         // normal.
-        (a * 512.0).round_ties_even() as u8
+        round_even_f32(a * 512.0) as u8
     } else {
         // a is a normal f32 with exponent e in -6..=8; scale so the mantissa with its 3 kept bits
         // lies in [8, 16].
         let e = ((a.to_bits() >> 23) as i32) - 127;
-        let q = (a * pow2_normal(3 - e)).round_ties_even() as u32;
+        let q = round_even_f32(a * pow2_normal(3 - e)) as u32;
         // Rounding up to 16 carries into the next binade. (Below 448 the result stays finite: e = 8
         // gives q <= 14.)
         let (e, q) = if q >= 16 { (e + 1, 8) } else { (e, q) };

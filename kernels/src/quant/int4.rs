@@ -97,46 +97,56 @@ pub fn quant_int4_groups(w: &[f32], rows: usize, cols: usize, group: usize) -> (
             for (g, x) in w_row.chunks(group).enumerate() {
                 let s = group_scale(x);
                 s_row[g] = s;
-                let sf = bf16_to_f32(s) as f64;
+                let inv = inverse(bf16_to_f32(s) as f64);
                 for (j, &v) in x.iter().enumerate() {
                     let c = g * group + j;
-                    p_row[c / 2] |= (quantize(v, sf) as u8 & 0x0F) << ((c & 1) * 4);
+                    p_row[c / 2] |= (quantize(v, inv) as u8 & 0x0F) << ((c & 1) * 4);
                 }
             }
         });
     (packed, scales)
 }
 
-/// `clamp(round(x / s), -8, 7)` with ties to even; 0 for `s == 0` or NaN `x`.
+/// `clamp(round(x / s), -8, 7)` with ties to even; 0 for `s == 0` or NaN `x`. Computed as
+/// `x * (1 / s)` (`inv = 1 / s`, exact for the power-of-two-heavy bf16 scales up to one ulp), the
+/// same expression in the scale search and in the final encoding, so both agree on every code.
 #[inline]
-fn quantize(x: f32, s: f64) -> i8 {
-    if s == 0.0 || x.is_nan() {
+fn quantize(x: f32, inv: f64) -> i8 {
+    if inv == 0.0 || x.is_nan() {
         return 0;
     }
-    (x as f64 / s).round_ties_even().clamp(-8.0, 7.0) as i8
+    // Clamp first (the result is the same) so that the rounding below stays in its exact range;
+    // adding and subtracting 1.5 * 2^52 rounds to nearest, ties to even, without a libm call.
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    let v = (x as f64 * inv).clamp(-9.0, 8.0);
+    ((v + MAGIC) - MAGIC).clamp(-8.0, 7.0) as i8
+}
+
+/// `1 / s`, or 0 for a zero scale.
+#[inline]
+fn inverse(s: f64) -> f64 {
+    if s == 0.0 { 0.0 } else { 1.0 / s }
 }
 
 /// Squared error of a group quantized with scale `s` (finite elements only).
+#[cfg(test)]
 fn group_error(x: &[f32], s: f64) -> f64 {
-    x.iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| {
-            let d = v as f64 - quantize(v, s) as f64 * s;
-            d * d
-        })
-        .sum()
+    error_and_refit(x, s).0
 }
 
-/// The least-squares scale `sum x q / sum q^2` for the codes `q` that scale `s` gives (`None` when
-/// all codes are zero).
-fn refit(x: &[f32], s: f64) -> Option<f64> {
-    let (mut xq, mut qq) = (0.0f64, 0.0f64);
+/// One pass over a group quantized with scale `s` (finite elements only): the squared error and
+/// the least-squares refit `sum x q / sum q^2` of its codes (`None` when all codes are zero).
+fn error_and_refit(x: &[f32], s: f64) -> (f64, Option<f64>) {
+    let inv = inverse(s);
+    let (mut err, mut xq, mut qq) = (0.0f64, 0.0f64, 0.0f64);
     for &v in x.iter().filter(|v| v.is_finite()) {
-        let q = quantize(v, s) as f64;
+        let q = quantize(v, inv) as f64;
+        let d = v as f64 - q * s;
+        err += d * d;
         xq += v as f64 * q;
         qq += q * q;
     }
-    (qq > 0.0).then(|| xq / qq)
+    (err, (qq > 0.0).then(|| xq / qq))
 }
 
 /// Relative shrink factors tried on each no-clipping scale: `1 - k / 32` for `k` in `0..=8`
@@ -169,19 +179,18 @@ pub fn group_scale(x: &[f32]) -> u16 {
         -(hi as f64 / 8.0).max(-lo as f64 / 7.0),
     ];
     let mut best: Option<(f64, u16)> = None;
-    let mut consider = |s: f64| -> f64 {
+    let mut consider = |s: f64| -> Option<f64> {
         let code = f32_to_bf16(s as f32);
         let sf = bf16_to_f32(code) as f64;
-        let err = group_error(x, sf);
+        let (err, refit) = error_and_refit(x, sf);
         if best.is_none_or(|(e, _)| err < e) {
             best = Some((err, code));
         }
-        sf
+        refit
     };
     for base in bases {
         for k in 0..=SHRINK_STEPS {
-            let sf = consider(base * (1.0 - k as f64 / 32.0));
-            if let Some(s) = refit(x, sf) {
+            if let Some(s) = consider(base * (1.0 - k as f64 / 32.0)) {
                 consider(s);
             }
         }
