@@ -73,9 +73,10 @@ enum Command {
     },
     /// Tokenizer filter: `{"id","kind":"encode","text"}` or `{"id","kind":"decode","ids"}` lines.
     Tokenize {
-        /// tokenizer.json
+        /// tokenizer.json, a model directory holding one, or a Hugging Face repo id
+        /// (e.g. deepseek-ai/DeepSeek-V4-Flash; HF_HOME / HF_TOKEN / HF_HUB_OFFLINE honoured).
         #[arg(long)]
-        tokenizer: PathBuf,
+        tokenizer: String,
     },
 }
 
@@ -83,13 +84,15 @@ enum Command {
 enum ChatCommand {
     /// `{"id","input":{"messages","kwargs"}}` -> `{"id","prompt","token_ids"}` or `{"id","error"}`.
     Encode {
+        /// tokenizer.json, a model directory or a Hugging Face repo id.
         #[arg(long)]
-        tokenizer: PathBuf,
+        tokenizer: String,
     },
     /// `{"id","input":{"text","thinking_mode"}}` -> `{"id","expected":{...}}` or `{"id","error"}`.
     Parse {
+        /// tokenizer.json, a model directory or a Hugging Face repo id.
         #[arg(long)]
-        tokenizer: PathBuf,
+        tokenizer: String,
     },
 }
 
@@ -134,10 +137,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(b) => bench::run(&b.args),
         Command::Chat {
             command: ChatCommand::Encode { tokenizer },
-        } => chat_encode_cmd::run(&tokenizer),
+        } => chat_encode_cmd::run(&tokenizer_file(&tokenizer)?),
         Command::Chat {
             command: ChatCommand::Parse { tokenizer },
-        } => chat_parse_cmd::run(&tokenizer),
-        Command::Tokenize { tokenizer } => tokenize_cmd::run(&tokenizer),
+        } => chat_parse_cmd::run(&tokenizer_file(&tokenizer)?),
+        Command::Tokenize { tokenizer } => tokenize_cmd::run(&tokenizer_file(&tokenizer)?),
     }
+}
+
+/// `tokenizer.json` for a `--tokenizer` spec: a file, a directory holding one, or a Hugging Face
+/// repo id (fetched into the hub cache; the `HF_*` variables are read here, once).
+fn tokenizer_file(spec: &str) -> anyhow::Result<PathBuf> {
+    let opts = v4_hub::HubOptions::from_env();
+    v4_hub::resolve_file_blocking(spec, "tokenizer.json", &opts)
+        .map_err(|e| anyhow::anyhow!("--tokenizer {spec}: {e}"))
 }

@@ -162,3 +162,63 @@ fn missing_tokenizer_file_is_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tok.json"));
 }
+
+/// `--tokenizer owner/name` resolves through the Hugging Face cache (offline here, a cache laid
+/// out as Python's) and gives the same ids as the file itself; an uncached repo offline is a
+/// clear error.
+#[test]
+fn tokenizer_from_a_repo_id() {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let repo = cache.path().join("models--deepseek-ai--DeepSeek-V4-Flash");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    std::fs::copy(
+        shared("tokenizer/deepseek-v4/tokenizer.json"),
+        repo.join("blobs/tokenizer-blob"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "../../blobs/tokenizer-blob",
+        repo.join("snapshots").join(commit).join("tokenizer.json"),
+    )
+    .unwrap();
+    let run = |spec: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_v4"))
+            .args(["tokenize", "--tokenizer", spec])
+            .env("HF_HUB_CACHE", cache.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn v4");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"{\"id\":1,\"kind\":\"encode\",\"text\":\"Hello, DeepSeek-V4!\"}\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let by_repo = run("deepseek-ai/DeepSeek-V4-Flash");
+    assert!(
+        by_repo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_repo.stderr)
+    );
+    let by_file = run(shared("tokenizer/deepseek-v4/tokenizer.json").to_str().unwrap());
+    assert!(by_file.status.success());
+    assert_eq!(by_repo.stdout, by_file.stdout);
+    assert!(String::from_utf8_lossy(&by_repo.stdout).contains("\"ids\""));
+
+    let missing = run("deepseek-ai/not-cached");
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("deepseek-ai/not-cached") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+}

@@ -82,6 +82,9 @@ impl ErrorStats {
     }
 }
 
+/// One converted row block: weight bytes, scale bytes, round-trip error.
+type Block = (Vec<u8>, Vec<u8>, ErrorStats);
+
 /// Receives a converted tensor in order: weight bytes in chunks, then the whole scale tensor.
 pub trait TensorSink {
     fn weight_chunk(&mut self, bytes: &[u8]) -> Result<(), ConvertError>;
@@ -111,7 +114,7 @@ pub fn convert_tensor(
     let mut scales = Vec::new();
     let mut stats = ErrorStats::default();
     for chunk in blocks.chunks(batch) {
-        let done: Vec<Result<(Vec<u8>, Vec<u8>, ErrorStats), ConvertError>> = chunk
+        let done: Vec<Result<Block, ConvertError>> = chunk
             .par_iter()
             .map(|&(r0, r1)| {
                 let f = decode_rows(src, t, r0, r1)?;

@@ -221,7 +221,7 @@ pub fn build_plan(
     cfg: &ModelConfig,
     opts: &TargetOptions,
 ) -> Result<Plan, ConvertError> {
-    if opts.int4_group == 0 || opts.int4_group % 2 != 0 {
+    if opts.int4_group == 0 || !opts.int4_group.is_multiple_of(2) {
         return Err(ConvertError::Options(format!(
             "--group must be a positive even number, got {}",
             opts.int4_group
@@ -349,7 +349,7 @@ fn plan_tensor(
         (_, _, ExpertFormat::Bf16) => Encoding::Bf16,
     };
     if let Encoding::Int4 { group } | Encoding::Fp4 { group } = dst_enc
-        && cols % group != 0
+        && !cols.is_multiple_of(group)
     {
         return Err(bad(format!(
             "input width {cols} is not a multiple of the group size {group}"
@@ -428,13 +428,13 @@ fn source_encoding(
             Ok((Encoding::Fp8 { block }, Some(s.clone())))
         }
         Dtype::I8 | Dtype::U8 => {
-            if cols % 2 != 0 {
+            if !cols.is_multiple_of(2) {
                 return Err(bad(format!("4-bit weight with odd input width {cols}")));
             }
             expect_shape(w, &[rows, cols / 2], "packed 4-bit weight")?;
             let s = scale()?;
             let groups = s.shape.get(1).copied().unwrap_or(0);
-            if s.shape.len() != 2 || s.shape[0] != rows || groups == 0 || cols % groups != 0 {
+            if s.shape.len() != 2 || s.shape[0] != rows || groups == 0 || !cols.is_multiple_of(groups) {
                 let path = src.shard_path(s).to_path_buf();
                 return Err(ConvertError::Tensor {
                     path,

@@ -188,3 +188,56 @@ fn disk_full_while_writing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(to.join("v4convert-manifest.json").is_file());
 }
+
+/// `convert --format gguf` and `inspect FILE.gguf` through the binary.
+#[test]
+fn gguf_through_the_cli() {
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("tiny.gguf");
+    let o = v4convert(&[
+        "convert",
+        "--from",
+        fixture("ckpt-fp8-fp4").to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--format",
+        "gguf",
+        "--tokenizer",
+        fixture("gguf/tokenizer-512.json").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = std::fs::metadata(fixture("gguf/tiny-v4-mxfp4moe.gguf"))
+        .unwrap()
+        .len();
+    let got = std::fs::metadata(&to).unwrap().len();
+    // Same tensors and metadata as llama.cpp's file except its chat template.
+    assert!(got <= want && got > want - 16_384, "{got} vs {want}");
+    let o = v4convert(&["inspect", to.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("general.architecture = \"deepseek4\""),
+        "{text}"
+    );
+    assert!(text.contains("blk.0.ffn_gate_exps.weight") && text.contains("MXFP4"));
+    let o = v4convert(&[
+        "inspect",
+        "--summary",
+        fixture("gguf/tiny-v4-q8_0.gguf").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Q8_0"));
+    // A GGUF conversion that fails leaves nothing behind.
+    let bad = out.path().join("bad.gguf");
+    let o = v4convert(&[
+        "convert",
+        "--from",
+        "/nonexistent/m",
+        "--to",
+        bad.to_str().unwrap(),
+        "--format",
+        "gguf",
+    ]);
+    assert!(!o.status.success());
+    assert!(!bad.exists());
+}
