@@ -4,6 +4,7 @@
 //! calls). No other part of the stack tokenizes.
 
 pub mod chat;
+pub mod service;
 pub mod stream;
 pub mod tokenizer;
 

@@ -8,3 +8,4 @@ mod pyjson;
 mod pyrepr;
 mod render;
 pub mod stream_parse;
+pub mod validate;
