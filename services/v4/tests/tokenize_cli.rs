@@ -209,7 +209,9 @@ fn tokenizer_from_a_repo_id() {
         "{}",
         String::from_utf8_lossy(&by_repo.stderr)
     );
-    let by_file = run(shared("tokenizer/deepseek-v4/tokenizer.json").to_str().unwrap());
+    let by_file = run(shared("tokenizer/deepseek-v4/tokenizer.json")
+        .to_str()
+        .unwrap());
     assert!(by_file.status.success());
     assert_eq!(by_repo.stdout, by_file.stdout);
     assert!(String::from_utf8_lossy(&by_repo.stdout).contains("\"ids\""));

@@ -434,7 +434,11 @@ fn source_encoding(
             expect_shape(w, &[rows, cols / 2], "packed 4-bit weight")?;
             let s = scale()?;
             let groups = s.shape.get(1).copied().unwrap_or(0);
-            if s.shape.len() != 2 || s.shape[0] != rows || groups == 0 || !cols.is_multiple_of(groups) {
+            if s.shape.len() != 2
+                || s.shape[0] != rows
+                || groups == 0
+                || !cols.is_multiple_of(groups)
+            {
                 let path = src.shard_path(s).to_path_buf();
                 return Err(ConvertError::Tensor {
                     path,
