@@ -2,10 +2,11 @@
 //!
 //! Quantizes one random `[32768, 2048]` matrix to bf16, FP8 E4M3 (128x128 E8M0 block scales), FP4
 //! E2M1 (E8M0 scale per 32 columns) and INT4 (bf16 scale per 32 columns), then multiplies it by 1
-//! and by 8 input rows. For each format it reports the best and the median time of 60 runs
+//! and by 8 input rows, with the exact kernels and (quantized formats) in
+//! `ComputeMode::Int8Activations`. For each case it reports the best and the median time of 60 runs
 //! (interleaved over the formats in rounds, after a warm-up, so that load from other processes
 //! hits all of them alike), the bytes one pass reads (weights + scales, `WeightsRef::bytes`), the
-//! resulting GB/s (from the best time) and its share of the read bandwidth measured by
+//! resulting GB/s (from the best and from the median time) and its share of the read bandwidth measured by
 //! `measure_read_bandwidth` in the same run (the best of the measurements taken before and after
 //! the GEMVs).
 //!
@@ -14,7 +15,7 @@
 use std::time::Instant;
 use v4_kernels::bandwidth::measure_read_bandwidth;
 use v4_kernels::bf16::f32_to_bf16;
-use v4_kernels::matmul::{WeightsRef, matmul};
+use v4_kernels::matmul::{ComputeMode, WeightsRef, matmul_mode};
 use v4_kernels::quant::{quant_fp4_groups, quant_fp8_blocks, quant_int4_groups};
 
 const OUT_DIM: usize = 32768;
@@ -96,19 +97,33 @@ fn main() {
         ),
     ];
 
-    let cases: Vec<(usize, &str, WeightsRef<'_>, Vec<f32>)> = [1usize, 8]
+    type Case<'a> = (usize, &'a str, ComputeMode, WeightsRef<'a>, Vec<f32>);
+    let cases: Vec<Case<'_>> = [1usize, 8]
         .iter()
         .flat_map(|&rows| {
             let x: Vec<f32> = (0..rows * IN_DIM).map(|_| rng.next_f32()).collect();
-            formats.map(|(name, wr)| (rows, name, wr, x.clone()))
+            formats
+                .iter()
+                .flat_map(|&(name, wr)| {
+                    let modes: &[ComputeMode] = if name == "bf16" {
+                        &[ComputeMode::Exact]
+                    } else {
+                        &[ComputeMode::Exact, ComputeMode::Int8Activations]
+                    };
+                    modes.iter().map(move |&m| (rows, name, m, wr))
+                })
+                .map(|(rows, name, m, wr)| (rows, name, m, wr, x.clone()))
+                .collect::<Vec<_>>()
         })
         .collect();
     let mut times = vec![Vec::new(); cases.len()];
     let mut y = vec![0.0f32; 8 * OUT_DIM];
     for _ in 0..ROUNDS {
-        for ((rows, _, wr, x), times) in cases.iter().zip(&mut times) {
+        for ((rows, _, mode, wr, x), times) in cases.iter().zip(&mut times) {
             let y = &mut y[..rows * OUT_DIM];
-            time_runs(RUNS, times, || matmul(x, *rows, IN_DIM, *wr, OUT_DIM, y));
+            time_runs(RUNS, times, || {
+                matmul_mode(*mode, x, *rows, IN_DIM, *wr, OUT_DIM, y)
+            });
         }
     }
     let bw_after = measure_read_bandwidth(1 << 30, 10);
@@ -120,21 +135,27 @@ fn main() {
         bw / 1e9
     );
     println!(
-        "| rows | format | best (ms) | median (ms) | bytes/pass (MiB) | GB/s | % of read bw | GFLOP/s |"
+        "| rows | format | mode | best (ms) | median (ms) | bytes/pass (MiB) | GB/s | % of read bw | median GB/s | median % | GFLOP/s |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
-    for ((rows, name, wr, _), times) in cases.iter().zip(&mut times) {
+    println!("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for ((rows, name, mode, wr, _), times) in cases.iter().zip(&mut times) {
+        let mode = match mode {
+            ComputeMode::Exact => "exact",
+            ComputeMode::Int8Activations => "int8",
+        };
         times.sort_by(f64::total_cmp);
         let (best, median) = (times[0], times[times.len() / 2]);
         let bytes = wr.bytes() as f64;
         let rate = bytes / best;
         println!(
-            "| {rows} | {name} | {:.3} | {:.3} | {:.1} | {:.2} | {:.1}% | {:.1} |",
+            "| {rows} | {name} | {mode} | {:.3} | {:.3} | {:.1} | {:.2} | {:.1}% | {:.2} | {:.1}% | {:.1} |",
             best * 1e3,
             median * 1e3,
             bytes / (1 << 20) as f64,
             rate / 1e9,
             100.0 * rate / bw,
+            bytes / median / 1e9,
+            100.0 * bytes / median / bw,
             2.0 * (rows * OUT_DIM * IN_DIM) as f64 / best / 1e9
         );
     }

@@ -6,7 +6,8 @@
 //!   scalar codecs, block dequantization and the quantizers. Layouts: `docs/FORMATS.md`.
 //! * [`matmul`]: linear layers `y = x W^T` with bf16, f32, FP8, FP4 or INT4 weights (quantized
 //!   weights are decoded in registers, bit-identical to the dense kernels on the dequantized
-//!   matrix), deterministic across batch sizes and thread counts.
+//!   matrix), deterministic across batch sizes and thread counts; `matmul_mode` adds an opt-in
+//!   int8-activation mode for the quantized formats.
 //! * [`vec`](mod@vec): small SIMD vector helpers (`dot`, `axpy`).
 //! * [`bandwidth`]: a memory read-bandwidth probe used to judge how close the GEMV gets to the
 //!   hardware limit.

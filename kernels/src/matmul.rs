@@ -13,6 +13,11 @@
 //! `q * scale` can need up to 11). The determinism contract below holds for every format. The
 //! storage formats and byte counts are specified in `docs/FORMATS.md`.
 //!
+//! [`matmul_mode`] with [`ComputeMode::Int8Activations`] is an opt-in faster mode for quantized
+//! weights that is *not* bit-identical to the dense kernels: INT4/FP4 against int8 activations
+//! (per block of 32) with exact integer block sums, FP8 with each weight decoded once per batch.
+//! It keeps the determinism contract below and has its own canonical order (`matmul/q8.rs`).
+//!
 //! # Determinism
 //!
 //! Every output `y[s, o]` is the dot product of input row `s` with weight row `o`, and it is
@@ -44,6 +49,9 @@
 //! element is read from memory once per 64 input rows and converted once per 3.
 
 mod format;
+mod q8;
+#[cfg(target_arch = "x86_64")]
+mod q8_x86;
 mod scalar;
 mod tile;
 #[cfg(target_arch = "x86_64")]
@@ -58,6 +66,8 @@ use crate::quant::{e2m1_to_f32, e4m3_to_f32, e8m0_to_f32, int4_value};
 use format::{Dense, Format, Fp4Code, Fp8, Int4Code, Nib4};
 use rayon::prelude::*;
 use tile::{Kernel, Tile};
+
+pub use q8::{ComputeMode, int8_supported, matmul_mode, matmul_q8};
 
 /// Width of the `i`-blocks of the canonical summation order (part of the arithmetic; a multiple of
 /// 16).
@@ -487,3 +497,7 @@ mod tests;
 #[cfg(test)]
 #[path = "matmul/quant_tests.rs"]
 mod quant_tests;
+
+#[cfg(test)]
+#[path = "matmul/q8_tests.rs"]
+mod q8_tests;

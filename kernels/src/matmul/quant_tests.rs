@@ -8,24 +8,24 @@ use crate::quant::{dequant_fp4_groups, dequant_fp8_blocks, dequant_int4_groups};
 use crate::test_util::Rng;
 
 /// Owned quantized matrix plus its f32 dequantization.
-struct Quant {
+pub(super) struct Quant {
     w: Vec<u8>,
     s8: Vec<u8>,
     s16: Vec<u16>,
     param: usize,
     kind: Kind,
-    deq: Vec<f32>,
+    pub(super) deq: Vec<f32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
+pub(super) enum Kind {
     Fp8,
     Fp4,
     Int4,
 }
 
 impl Quant {
-    fn weights(&self) -> WeightsRef<'_> {
+    pub(super) fn weights(&self) -> WeightsRef<'_> {
         match self.kind {
             Kind::Fp8 => WeightsRef::Fp8 {
                 w: &self.w,
@@ -49,13 +49,19 @@ impl Quant {
 /// Random FP8 codes (no NaN codes, all other codes including subnormals) with E8M0 scales in
 /// `2^-17..=2^13` (the NaN codes and extreme scales that take the AVX2 decoder's slow path are in
 /// `special_codes_and_extreme_scales`).
-fn fp8(rng: &mut Rng, out: usize, inp: usize, block: usize) -> Quant {
+pub(super) fn fp8(rng: &mut Rng, out: usize, inp: usize, block: usize) -> Quant {
     fp8_codes(rng, out, inp, block, true)
 }
 
 /// [`fp8`], optionally without subnormal codes (real checkpoints have very few; blocks without
 /// them take the AVX2 decoder's fastest path).
-fn fp8_codes(rng: &mut Rng, out: usize, inp: usize, block: usize, subnormals: bool) -> Quant {
+pub(super) fn fp8_codes(
+    rng: &mut Rng,
+    out: usize,
+    inp: usize,
+    block: usize,
+    subnormals: bool,
+) -> Quant {
     let w: Vec<u8> = (0..out * inp)
         .map(|_| {
             loop {
@@ -82,7 +88,7 @@ fn fp8_codes(rng: &mut Rng, out: usize, inp: usize, block: usize, subnormals: bo
 }
 
 /// Random FP4 nibbles (all 16 codes, -0 included) with E8M0 scales in `2^-27..=2^23`.
-fn fp4(rng: &mut Rng, out: usize, inp: usize, group: usize) -> Quant {
+pub(super) fn fp4(rng: &mut Rng, out: usize, inp: usize, group: usize) -> Quant {
     let w: Vec<u8> = (0..out * inp / 2).map(|_| rng.below(256) as u8).collect();
     let s8: Vec<u8> = (0..out * inp.div_ceil(group))
         .map(|_| 100 + rng.below(51) as u8)
@@ -101,7 +107,7 @@ fn fp4(rng: &mut Rng, out: usize, inp: usize, group: usize) -> Quant {
 
 /// Random INT4 nibbles with random-sign bf16 scales. With `bf16_exact`, scales keep 5 significant
 /// bits, so every `q * scale` is a bf16 number.
-fn int4(rng: &mut Rng, out: usize, inp: usize, group: usize, bf16_exact: bool) -> Quant {
+pub(super) fn int4(rng: &mut Rng, out: usize, inp: usize, group: usize, bf16_exact: bool) -> Quant {
     let w: Vec<u8> = (0..out * inp / 2).map(|_| rng.below(256) as u8).collect();
     let mask = if bf16_exact { 0xFFF8 } else { 0xFFFF };
     let s16: Vec<u16> = (0..out * inp / group)

@@ -15,7 +15,7 @@ use crate::mhc::{HcDims, HcHead, HcSite, hc_post};
 use crate::moe::Moe;
 use crate::ops::rms_norm_rows;
 use crate::rope::Rope;
-use crate::weights::{LoadOptions, Weight, WeightLoader};
+use crate::weights::{ActivationMode, LoadOptions, Weight, WeightLoader};
 
 /// Errors of a forward call (bad input, not bugs).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -196,9 +196,19 @@ impl Model {
 
     /// [`Model::load`] with explicit options (e.g. dequantize FP8/FP4 at load).
     pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<Self, LoadError> {
+        Self::load_with_mode(dir, opts, ActivationMode::Exact)
+    }
+
+    /// [`Model::load_with`] with the compute mode of the quantized matrices
+    /// ([`ActivationMode::Int8`]: the fast, non-exact kernels).
+    pub fn load_with_mode(
+        dir: &Path,
+        opts: LoadOptions,
+        activations: ActivationMode,
+    ) -> Result<Self, LoadError> {
         let cfg = ModelConfig::from_path(dir)?;
         let ckpt = Checkpoint::open(dir)?;
-        Self::from_checkpoint(cfg, &ckpt, opts)
+        Self::from_checkpoint_with_mode(cfg, &ckpt, opts, activations)
     }
 
     pub fn from_checkpoint(
@@ -206,10 +216,21 @@ impl Model {
         ckpt: &Checkpoint,
         opts: LoadOptions,
     ) -> Result<Self, LoadError> {
+        Self::from_checkpoint_with_mode(cfg, ckpt, opts, ActivationMode::Exact)
+    }
+
+    /// [`Model::from_checkpoint`] with the compute mode of the quantized matrices.
+    pub fn from_checkpoint_with_mode(
+        cfg: ModelConfig,
+        ckpt: &Checkpoint,
+        opts: LoadOptions,
+        activations: ActivationMode,
+    ) -> Result<Self, LoadError> {
         let w = WeightLoader {
             ckpt,
             fp8_block: cfg.fp8_block(),
             opts,
+            activations,
         };
         let (d, v) = (cfg.hidden_size, cfg.vocab_size);
         let dims = hc_dims(&cfg);

@@ -6,6 +6,11 @@
 //! FP8 and FP4 decoded inside the matmul (bit-identical to multiplying by the dequantized
 //! matrix, which BF16 represents exactly). `LoadOptions::dequantize` instead expands FP8/FP4
 //! to BF16 once at load (twice/four times the memory, the reference for tests).
+//!
+//! [`ActivationMode::Int8`] (opt-in, `Model::load_with_mode`) switches the quantized matrices to
+//! the kernels' fast mode (`v4_kernels::matmul::ComputeMode::Int8Activations`): INT4/FP4 experts
+//! multiply int8-quantized activations (per block of 32) with integer dot products, FP8 linears
+//! decode each weight once per batch. Not exact, still deterministic and batch-independent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use memmap2::Mmap;
 use safetensors::Dtype;
 use v4_kernels::bf16::{bf16_to_f32, f32_to_bf16};
-use v4_kernels::matmul::{WeightsRef, matmul};
+use v4_kernels::matmul::{ComputeMode, WeightsRef, matmul_mode};
 use v4_kernels::quant::{
     dequant_fp4_groups, dequant_fp8_blocks, dequant_int4_groups, e2m1_to_f32, e4m3_to_f32,
     e8m0_to_f32, int4_value,
@@ -84,6 +89,7 @@ pub struct Weight {
     pub rows: usize,
     pub cols: usize,
     data: WeightData,
+    mode: ComputeMode,
 }
 
 enum WeightData {
@@ -110,6 +116,26 @@ enum WeightData {
     },
 }
 
+/// How the kernels compute on quantized (FP8/FP4/INT4) weights; BF16/F32 are always exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ActivationMode {
+    /// Bit-identical to BF16 on the dequantized weights (the golden tests' mode).
+    #[default]
+    Exact,
+    /// Int8 activations per block of 32 for INT4/FP4 (integer dot products); FP8 with f32
+    /// activations, each weight decoded once per batch. See `docs/FORMATS.md`.
+    Int8,
+}
+
+impl ActivationMode {
+    fn compute_mode(self) -> ComputeMode {
+        match self {
+            ActivationMode::Exact => ComputeMode::Exact,
+            ActivationMode::Int8 => ComputeMode::Int8Activations,
+        }
+    }
+}
+
 /// How quantized tensors are held in memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -118,12 +144,25 @@ pub struct LoadOptions {
 }
 
 impl Weight {
-    pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
-        assert_eq!(data.len(), rows * cols);
+    fn new(rows: usize, cols: usize, data: WeightData) -> Self {
         Self {
             rows,
             cols,
-            data: WeightData::F32(data),
+            data,
+            mode: ComputeMode::Exact,
+        }
+    }
+
+    pub fn from_f32(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        assert_eq!(data.len(), rows * cols);
+        Self::new(rows, cols, WeightData::F32(data))
+    }
+
+    /// The compute mode of [`Weight::forward_into`] (always `Exact` for BF16/F32 storage).
+    pub fn activation_mode(&self) -> ActivationMode {
+        match self.mode {
+            ComputeMode::Exact => ActivationMode::Exact,
+            ComputeMode::Int8Activations => ActivationMode::Int8,
         }
     }
 
@@ -181,7 +220,8 @@ impl Weight {
 
     pub fn forward_into(&self, x: &[f32], rows_in: usize, y: &mut [f32]) {
         WEIGHT_BYTES_READ.fetch_add(self.bytes() as u64, Ordering::Relaxed);
-        matmul(x, rows_in, self.cols, self.kernel_ref(), self.rows, y);
+        let (w, mode) = (self.kernel_ref(), self.mode);
+        matmul_mode(mode, x, rows_in, self.cols, w, self.rows, y);
     }
 
     /// A sub-matrix of rows `[r0, r0 + n)` as an owned copy (BF16 for quantized formats;
@@ -205,11 +245,7 @@ impl Weight {
                 WeightData::Bf16(Bf16Data::Owned(rows))
             }
         };
-        Weight {
-            rows: n,
-            cols: c,
-            data,
-        }
+        Weight::new(n, c, data)
     }
 
     /// One row as f32 (embedding lookup, row blocks).
@@ -257,13 +293,19 @@ pub struct WeightLoader<'a> {
     /// FP8 block size `(rows, cols)` from `quantization_config.weight_block_size`.
     pub fp8_block: (usize, usize),
     pub opts: LoadOptions,
+    /// Compute mode given to the quantized matrices of [`WeightLoader::matrix`].
+    pub activations: ActivationMode,
 }
 
 impl<'a> WeightLoader<'a> {
     /// A linear weight `name` (e.g. `layers.0.attn.wq_a.weight`) of shape `[rows, cols]`, in
     /// BF16, F32, FP8 (+ `.scale`) or FP4-packed I8 (+ `.scale`) form.
     pub fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, LoadError> {
-        self.load_matrix(name, rows, cols, self.opts.dequantize)
+        let mut w = self.load_matrix(name, rows, cols, self.opts.dequantize)?;
+        if !matches!(w.data, WeightData::Bf16(_) | WeightData::F32(_)) {
+            w.mode = self.activations.compute_mode();
+        }
+        Ok(w)
     }
 
     /// Like [`WeightLoader::matrix`] but always expanded to BF16 (the official converter does
@@ -283,11 +325,11 @@ impl<'a> WeightLoader<'a> {
         match t.dtype {
             Dtype::BF16 => {
                 t.expect_shape(&[rows, cols])?;
-                Ok(Weight {
+                Ok(Weight::new(
                     rows,
                     cols,
-                    data: WeightData::Bf16(bf16_from_view(&t)),
-                })
+                    WeightData::Bf16(bf16_from_view(&t)),
+                ))
             }
             Dtype::F32 => {
                 t.expect_shape(&[rows, cols])?;
@@ -306,18 +348,18 @@ impl<'a> WeightLoader<'a> {
                         scale: MappedBytes::from_view(&scale),
                         block: br,
                     };
-                    let wt = Weight { rows, cols, data };
+                    let wt = Weight::new(rows, cols, data);
                     check_scales(&t, &wt)?;
                     return Ok(wt);
                 }
                 let mut f = vec![0f32; rows * cols];
                 dequant_fp8_blocks(t.bytes, scale.bytes, rows, cols, br, &mut f);
                 check_finite(&t, &f)?;
-                Ok(Weight {
+                Ok(Weight::new(
                     rows,
                     cols,
-                    data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))),
-                })
+                    WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))),
+                ))
             }
             Dtype::I8 | Dtype::U8 => {
                 // 4-bit codes, two per byte along the input dimension, low nibble first: FP4
@@ -357,7 +399,7 @@ impl<'a> WeightLoader<'a> {
                             group,
                         }
                     };
-                    let wt = Weight { rows, cols, data };
+                    let wt = Weight::new(rows, cols, data);
                     check_scales(&scale, &wt)?;
                     return Ok(wt);
                 }
@@ -377,11 +419,11 @@ impl<'a> WeightLoader<'a> {
                     dequant_fp4_groups(t.bytes, scale.bytes, rows, cols, group, &mut f);
                 }
                 check_finite(&t, &f)?;
-                Ok(Weight {
+                Ok(Weight::new(
                     rows,
                     cols,
-                    data: WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))),
-                })
+                    WeightData::Bf16(Bf16Data::Owned(to_bf16(&f))),
+                ))
             }
             _ => Err(t.dtype_error("BF16, F32, F8_E4M3 (+ .scale) or I8 FP4/INT4 (+ .scale)")),
         }

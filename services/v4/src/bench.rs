@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use v4_engine::sampling::argmax;
-use v4_engine::weights::weight_bytes_read;
+use v4_engine::weights::{ActivationMode, weight_bytes_read};
 use v4_engine::{Logits, Model, SequenceCache};
 
 #[derive(Args)]
@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Expand FP8/FP4 weights to BF16 at load instead of computing on them directly.
     #[arg(long)]
     pub dequantize: bool,
+    /// Compute mode of the quantized (FP8/FP4/INT4) matrices: `exact` (bit-identical to BF16 on
+    /// the dequantized weights) or `int8` (int8 activations for the 4-bit experts, FP8 decoded
+    /// once per batch; `docs/FORMATS.md`).
+    #[arg(long, default_value = "exact", value_parser = ["exact", "int8"])]
+    pub activations: String,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -109,7 +114,11 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
     let opts = v4_engine::weights::LoadOptions {
         dequantize: a.dequantize,
     };
-    let m = Model::load_with(&a.model, opts)
+    let mode = match a.activations.as_str() {
+        "int8" => ActivationMode::Int8,
+        _ => ActivationMode::Exact,
+    };
+    let m = Model::load_with_mode(&a.model, opts, mode)
         .with_context(|| format!("loading {}", a.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let threads = rayon::current_num_threads();
@@ -146,7 +155,7 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
             })
             .collect();
         let v = serde_json::json!({
-            "model": a.model, "threads": threads, "load_s": load_s,
+            "model": a.model, "activations": a.activations, "threads": threads, "load_s": load_s,
             "probe_read_bandwidth": probe,
             "prefill": {"tokens": a.prompt, "seconds": prefill_s, "tokens_per_s": a.prompt as f64 / prefill_s},
             "decode": d,
@@ -161,7 +170,10 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         m.cfg.hidden_size,
         m.cfg.vocab_size
     );
-    println!("threads      {threads}   load {load_s:.2} s");
+    println!(
+        "threads      {threads}   load {load_s:.2} s   activations {}",
+        a.activations
+    );
     println!(
         "memory read  {:.2} GB/s (probe: {} MiB buffer, best of 5)",
         probe / 1e9,
