@@ -23,6 +23,12 @@
 //! | `v4.v1.tokenizer.decode.open` | [`tokenizer::DecodeOpen`] → [`tokenizer::DecodeOpened`] | tokenizer (queue group) |
 //! | `v4.v1.tokenizer.session.<instance>.feed` | [`tokenizer::DecodeFeed`] → [`tokenizer::DecodeDeltas`] | the instance that opened the session |
 //! | `v4.v1.tokenizer.session.<instance>.close` | [`tokenizer::DecodeClose`] → [`tokenizer::DecodeClosed`] | the instance that opened the session |
+//! | `v4.v1.scheduler.generate` | [`generate::GenerateRequest`] → [`generate::GenerateAccepted`] | scheduler (queue group) |
+//! | `v4.v1.scheduler.models` | [`generate::ModelsRequest`] → [`generate::ModelsReply`] | scheduler (queue group) |
+//! | `v4.v1.worker.<instance>.generate` | [`generate::GenerateRequest`] → [`generate::GenerateAccepted`] | that decode worker |
+//! | `v4.v1.worker.cancel` | [`generate::CancelGeneration`] (publish) | every worker |
+//! | `v4.v1.worker.heartbeat` | [`generate::WorkerHeartbeat`] (publish) | workers → scheduler, gateway |
+//! | *caller's inbox* | [`generate::GenerationEvent`] stream (publish) | worker → gateway |
 //!
 //! # Messages
 //!
@@ -69,6 +75,7 @@
 pub mod budget;
 pub mod chunk;
 pub mod error;
+pub mod generate;
 pub mod ids;
 pub mod subject;
 pub mod tokenizer;

@@ -140,6 +140,32 @@ pub mod tokenizer {
     }
 }
 
+/// Subjects of the scheduler.
+pub mod scheduler {
+    /// Queue group of all scheduler instances.
+    pub const QUEUE_GROUP: &str = "v4-scheduler";
+    /// [`crate::generate::GenerateRequest`] → [`crate::generate::GenerateAccepted`].
+    pub const GENERATE: &str = "v4.v1.scheduler.generate";
+    /// [`crate::generate::ModelsRequest`] → [`crate::generate::ModelsReply`].
+    pub const MODELS: &str = "v4.v1.scheduler.models";
+}
+
+/// Subjects of the prefill and decode workers.
+pub mod worker {
+    use super::{Subject, SubjectError};
+
+    /// [`crate::generate::WorkerHeartbeat`], published by every worker (plain subscribe).
+    pub const HEARTBEAT: &str = "v4.v1.worker.heartbeat";
+    /// [`crate::generate::CancelGeneration`], broadcast to every worker.
+    pub const CANCEL: &str = "v4.v1.worker.cancel";
+
+    /// `v4.v1.worker.<instance>.generate`: a [`crate::generate::GenerateRequest`] for this
+    /// worker (sent by the scheduler).
+    pub fn generate(instance: &str) -> Result<Subject, SubjectError> {
+        Subject::new(&["worker", instance, "generate"])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +191,11 @@ mod tests {
             tokenizer::session_feed("tok-1").unwrap().as_str(),
             "v4.v1.tokenizer.session.tok-1.feed"
         );
+        assert_eq!(
+            worker::generate("w-1").unwrap().as_str(),
+            "v4.v1.worker.w-1.generate"
+        );
+        assert!(scheduler::GENERATE.starts_with(PREFIX) && worker::CANCEL.starts_with(PREFIX));
         assert_eq!(
             tokenizer::session_wildcard("tok-1").unwrap(),
             "v4.v1.tokenizer.session.tok-1.*"
