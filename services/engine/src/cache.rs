@@ -54,6 +54,16 @@ impl WindowRing {
         &self.buf[s..s + self.width]
     }
 
+    /// `(window, width, buffer)`; the buffer is empty until the first `put`.
+    pub fn raw(&self) -> (usize, usize, &[f32]) {
+        (self.window, self.width, &self.buf)
+    }
+
+    /// Rebuilds a ring from [`WindowRing::raw`]; `None` if the buffer has the wrong size.
+    pub fn from_raw(window: usize, width: usize, buf: Vec<f32>) -> Option<WindowRing> {
+        (buf.is_empty() || buf.len() == window * width).then_some(WindowRing { window, width, buf })
+    }
+
     pub fn put(&mut self, pos: usize, v: &[f32]) {
         if self.buf.is_empty() {
             self.buf = vec![0f32; self.window * self.width];

@@ -176,6 +176,29 @@ pub struct CompressorState {
 }
 
 impl CompressorState {
+    /// The five buffers, in the order of [`CompressorState::from_parts`] (cache transfer).
+    pub fn parts(&self) -> [&[f32]; 5] {
+        [
+            &self.cur_kv,
+            &self.cur_gate,
+            &self.prev_kv,
+            &self.prev_gate,
+            &self.entries,
+        ]
+    }
+
+    /// Rebuilds a state from [`CompressorState::parts`].
+    pub fn from_parts(parts: [Vec<f32>; 5]) -> CompressorState {
+        let [cur_kv, cur_gate, prev_kv, prev_gate, entries] = parts;
+        CompressorState {
+            cur_kv,
+            cur_gate,
+            prev_kv,
+            prev_gate,
+            entries,
+        }
+    }
+
     pub fn n_entries(&self, c: usize) -> usize {
         self.entries.len() / c
     }

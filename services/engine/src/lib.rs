@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod cache;
+pub mod cache_codec;
 pub mod compressor;
 pub mod config;
 pub mod generate;

@@ -6,6 +6,7 @@
 pub mod chat;
 pub mod service;
 pub mod stream;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use tokenizer::{Tokenizer, TokenizerError};
