@@ -198,6 +198,59 @@ pub struct GenerationEvent {
     pub logprobs: Vec<TokenLogprob>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<Finished>,
+    /// The worker that sent this event: the one whose heartbeats decide whether the
+    /// generation is still alive (after a prefill handoff it is the decode worker, not the
+    /// one named in [`GenerateAccepted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+/// `v4.v1.worker.<prefill instance>.prefill`: the scheduler asks a prefill worker to prefill
+/// `request` and hand the cache to `decode_worker`. Answered with [`GenerateAccepted`] naming
+/// the prefill worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrefillRequest {
+    pub request: GenerateRequest,
+    /// The decode worker that continues the generation.
+    pub decode_worker: String,
+}
+
+/// `v4.v1.worker.<decode instance>.handoff`: a prefilled sequence for a decode worker.
+/// Answered with [`GenerateAccepted`] naming the decode worker, or a `ServiceError` (then the
+/// prefill worker ends the generation with a final error event).
+///
+/// The cache travels as the engine's cache codec bytes (`V4KV`, see
+/// `v4_engine::cache_codec`); with the bus's chunked transfer it may exceed one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvHandoff {
+    pub request: GenerateRequest,
+    /// sha256 of the prefill worker's `config.json` (must equal the decode worker's).
+    pub model_fingerprint: String,
+    pub prefill_worker: String,
+    /// The sequence cache after the whole prompt.
+    pub cache: Blob,
+    /// The logits of the last prompt position (f32 little-endian, `vocab_size` values): the
+    /// decode worker samples the first token from them.
+    pub last_logits: Blob,
+}
+
+/// Bytes inside JSON: one base64 string (standard alphabet, padded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::ids::base64::encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::ids::base64::decode(&s)
+            .map(Blob)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// `v4.v1.worker.cancel` (broadcast): stop a generation wherever it runs.
@@ -263,6 +316,9 @@ pub struct WorkerHeartbeat {
     /// Tokens generated since start.
     #[serde(default)]
     pub generated_tokens: u64,
+    /// A note for `/v1/models` (e.g. "random weights generated for an offline demo").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl WorkerHeartbeat {
@@ -299,6 +355,9 @@ pub struct ServedModel {
     pub model_fingerprint: String,
     /// Free batch slots + queue room across its workers.
     pub free_slots: u64,
+    /// The workers' note on the model, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,8 +419,14 @@ mod tests {
             batch_size_sum: 0,
             max_batch_seen: 0,
             generated_tokens: 0,
+            description: None,
         };
         assert!(hb.has_room());
+        let blob = Blob(vec![0, 1, 2, 255]);
+        let json = serde_json::to_string(&blob).unwrap();
+        assert_eq!(json, "\"AAEC/w==\"");
+        assert_eq!(serde_json::from_str::<Blob>(&json).unwrap(), blob);
+        assert!(serde_json::from_str::<Blob>("\"**\"").is_err());
         assert_eq!(hb.kv_free_tokens(), 0);
         assert_eq!(hb.expires_after(), Duration::from_secs(1));
     }

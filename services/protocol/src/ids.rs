@@ -116,7 +116,7 @@ impl<'de> Visitor<'de> for IdsVisitor {
 }
 
 /// Minimal standard base64 (RFC 4648 §4, with padding).
-mod base64 {
+pub(crate) mod base64 {
     use super::IdsError;
 
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

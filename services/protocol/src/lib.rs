@@ -26,6 +26,8 @@
 //! | `v4.v1.scheduler.generate` | [`generate::GenerateRequest`] → [`generate::GenerateAccepted`] | scheduler (queue group) |
 //! | `v4.v1.scheduler.models` | [`generate::ModelsRequest`] → [`generate::ModelsReply`] | scheduler (queue group) |
 //! | `v4.v1.worker.<instance>.generate` | [`generate::GenerateRequest`] → [`generate::GenerateAccepted`] | that decode worker |
+//! | `v4.v1.worker.<instance>.prefill` | [`generate::PrefillRequest`] → [`generate::GenerateAccepted`] | that prefill worker |
+//! | `v4.v1.worker.<instance>.handoff` | [`generate::KvHandoff`] → [`generate::GenerateAccepted`] | that decode worker |
 //! | `v4.v1.worker.cancel` | [`generate::CancelGeneration`] (publish) | every worker |
 //! | `v4.v1.worker.heartbeat` | [`generate::WorkerHeartbeat`] (publish) | workers → scheduler, gateway |
 //! | *caller's inbox* | [`generate::GenerationEvent`] stream (publish) | worker → gateway |

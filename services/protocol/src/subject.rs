@@ -164,6 +164,18 @@ pub mod worker {
     pub fn generate(instance: &str) -> Result<Subject, SubjectError> {
         Subject::new(&["worker", instance, "generate"])
     }
+
+    /// `v4.v1.worker.<instance>.prefill`: a [`crate::generate::PrefillRequest`] for this
+    /// prefill worker.
+    pub fn prefill(instance: &str) -> Result<Subject, SubjectError> {
+        Subject::new(&["worker", instance, "prefill"])
+    }
+
+    /// `v4.v1.worker.<instance>.handoff`: a [`crate::generate::KvHandoff`] for this decode
+    /// worker.
+    pub fn handoff(instance: &str) -> Result<Subject, SubjectError> {
+        Subject::new(&["worker", instance, "handoff"])
+    }
 }
 
 #[cfg(test)]

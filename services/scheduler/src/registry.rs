@@ -60,6 +60,7 @@ pub struct Pick {
 enum Cmd {
     Beat(Box<WorkerHeartbeat>),
     Pick {
+        role: WorkerRole,
         model: String,
         tokens: u64,
         exclude: HashSet<String>,
@@ -90,16 +91,34 @@ impl Registry {
         let _ = self.tx.send(Cmd::Beat(Box::new(hb))).await;
     }
 
-    /// The least loaded live worker of `model` with room for `tokens` (prompt + max output),
-    /// not in `exclude`.
+    /// The least loaded live decode worker of `model` with room for `tokens` (prompt + max
+    /// output), not in `exclude`.
     pub async fn pick(
         &self,
         model: &str,
         tokens: u64,
         exclude: &HashSet<String>,
     ) -> Result<Pick, NoWorker> {
+        self.pick_role(WorkerRole::Decode, model, tokens, exclude)
+            .await
+    }
+
+    /// The least loaded live prefill worker of `model` with a free slot.
+    pub async fn pick_prefill(&self, model: &str, tokens: u64) -> Result<Pick, NoWorker> {
+        self.pick_role(WorkerRole::Prefill, model, tokens, &HashSet::new())
+            .await
+    }
+
+    async fn pick_role(
+        &self,
+        role: WorkerRole,
+        model: &str,
+        tokens: u64,
+        exclude: &HashSet<String>,
+    ) -> Result<Pick, NoWorker> {
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Pick {
+            role,
             model: model.to_string(),
             tokens,
             exclude: exclude.clone(),
@@ -147,7 +166,7 @@ struct State {
 impl State {
     fn beat(&mut self, hb: WorkerHeartbeat) {
         let now = Instant::now();
-        if hb.protocol_version != PROTOCOL_VERSION || hb.role != WorkerRole::Decode {
+        if hb.protocol_version != PROTOCOL_VERSION || hb.role == WorkerRole::Unknown {
             if self.warned.insert(hb.instance.clone()) {
                 tracing::warn!(instance = %hb.instance, version = hb.protocol_version, role = ?hb.role,
                     "ignoring a worker of another protocol version or role");
@@ -185,7 +204,7 @@ impl State {
             .collect()
     }
 
-    fn candidates(&mut self, model: &str) -> Vec<String> {
+    fn candidates(&mut self, role: WorkerRole, model: &str) -> Vec<String> {
         let fps = self.fingerprints();
         let Some(&fp) = fps.get(model) else {
             return Vec::new();
@@ -193,7 +212,7 @@ impl State {
         let (ok, bad): (Vec<&Entry>, Vec<&Entry>) = self
             .workers
             .values()
-            .filter(|e| e.hb.model == model)
+            .filter(|e| e.hb.model == model && e.hb.role == role)
             .partition(|e| e.hb.model_fingerprint == fp);
         let bad: Vec<String> = bad.iter().map(|e| e.hb.instance.clone()).collect();
         let ok: Vec<String> = ok.iter().map(|e| e.hb.instance.clone()).collect();
@@ -207,15 +226,20 @@ impl State {
 
     fn pick(
         &mut self,
+        role: WorkerRole,
         model: &str,
         tokens: u64,
         exclude: &HashSet<String>,
     ) -> Result<Pick, NoWorker> {
         self.expire(Instant::now());
-        let names = self.candidates(model);
+        let names = self.candidates(role, model);
         if names.is_empty() {
-            let mut served: Vec<String> =
-                self.workers.values().map(|e| e.hb.model.clone()).collect();
+            let mut served: Vec<String> = self
+                .workers
+                .values()
+                .filter(|e| e.hb.role == WorkerRole::Decode)
+                .map(|e| e.hb.model.clone())
+                .collect();
             served.sort();
             served.dedup();
             return Err(NoWorker::UnknownModel { served });
@@ -236,7 +260,9 @@ impl State {
             .map(|n| &self.workers[n])
             .filter(|e| !exclude.contains(&e.hb.instance) && e.has_room())
             .filter(|e| e.hb.max_context >= tokens)
-            .filter(|e| e.hb.kv_free_tokens() >= tokens || e.load() == 0)
+            .filter(|e| {
+                role == WorkerRole::Prefill || e.hb.kv_free_tokens() >= tokens || e.load() == 0
+            })
             .min_by(|a, b| {
                 let la = a.load() as f64 / a.hb.max_batch.max(1) as f64;
                 let lb = b.load() as f64 / b.hb.max_batch.max(1) as f64;
@@ -276,8 +302,12 @@ impl State {
             let ws: Vec<&Entry> = self
                 .workers
                 .values()
+                .filter(|e| e.hb.role == WorkerRole::Decode)
                 .filter(|e| e.hb.model == model && e.hb.model_fingerprint == fp)
                 .collect();
+            if ws.is_empty() {
+                continue;
+            }
             models.push(ServedModel {
                 id: model,
                 max_context: ws.iter().map(|e| e.hb.max_context).max().unwrap_or(0),
@@ -289,6 +319,7 @@ impl State {
                     .filter(|e| !e.hb.draining)
                     .map(|e| (e.hb.max_batch + e.hb.max_waiting).saturating_sub(e.load()) as u64)
                     .sum(),
+                description: ws.iter().find_map(|e| e.hb.description.clone()),
             });
         }
         models.sort_by(|a, b| a.id.cmp(&b.id));
@@ -302,12 +333,13 @@ async fn run(mut rx: mpsc::Receiver<Cmd>) {
         match cmd {
             Cmd::Beat(hb) => state.beat(*hb),
             Cmd::Pick {
+                role,
                 model,
                 tokens,
                 exclude,
                 reply,
             } => {
-                let _ = reply.send(state.pick(&model, tokens, &exclude));
+                let _ = reply.send(state.pick(role, &model, tokens, &exclude));
             }
             Cmd::Release { instance, tokens } => {
                 if let Some(e) = state.workers.get_mut(&instance) {

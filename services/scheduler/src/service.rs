@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use v4_bus::{Bus, BusError, CallError, Server};
 use v4_protocol::generate::{
-    GenerateAccepted, GenerateRequest, ModelsReply, ModelsRequest, WorkerHeartbeat,
+    GenerateAccepted, GenerateRequest, ModelsReply, ModelsRequest, PrefillRequest, WorkerHeartbeat,
 };
 use v4_protocol::subject::{scheduler as subjects, worker};
 use v4_protocol::{ErrorKind, ServiceError};
@@ -25,6 +25,9 @@ pub struct SchedulerConfig {
     /// How long to wait for a first heartbeat before answering that nobody serves a model
     /// (a scheduler that just started has not heard from the workers yet).
     pub warmup: Duration,
+    /// Prompts at least this long go through a prefill worker when one serves the model
+    /// (shorter ones are prefilled by the decode worker itself).
+    pub prefill_min_tokens: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -33,6 +36,7 @@ impl Default for SchedulerConfig {
             forward_timeout: Duration::from_secs(5),
             max_attempts: 3,
             warmup: Duration::from_secs(3),
+            prefill_min_tokens: 64,
         }
     }
 }
@@ -183,6 +187,11 @@ async fn schedule(
                 }));
             }
         };
+        if req.prompt.len() >= config.prefill_min_tokens
+            && let Some(accepted) = via_prefill(registry, bus, config, &req, &pick.instance).await
+        {
+            return Ok(accepted);
+        }
         let subject =
             worker::generate(&pick.instance).map_err(|e| ServiceError::internal(e.to_string()))?;
         let answer = bus
@@ -220,4 +229,34 @@ async fn schedule(
             req.model
         ))
     }))
+}
+
+/// Sends `req` to a prefill worker that hands the cache to `decode_worker`; `None` when no
+/// prefill worker takes it (the decode worker then prefills itself).
+async fn via_prefill(
+    registry: &Registry,
+    bus: &Bus,
+    config: &SchedulerConfig,
+    req: &GenerateRequest,
+    decode_worker: &str,
+) -> Option<GenerateAccepted> {
+    let tokens = req.prompt.len() as u64;
+    let pick = registry.pick_prefill(&req.model, tokens).await.ok()?;
+    let subject = worker::prefill(&pick.instance).ok()?;
+    let prefill = PrefillRequest {
+        request: req.clone(),
+        decode_worker: decode_worker.to_string(),
+    };
+    match bus
+        .request_json::<_, GenerateAccepted>(subject.as_str(), &prefill, config.forward_timeout)
+        .await
+    {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            registry.release(&pick.instance, tokens).await;
+            tracing::info!(prefill_worker = %pick.instance, error = %e,
+                "prefill worker refused; the decode worker prefills");
+            None
+        }
+    }
 }

@@ -27,12 +27,26 @@ use v4_protocol::generate::{
 use crate::logprobs::token_logprob;
 use crate::stats::WorkerStats;
 
+/// How a sequence arrives.
+pub(crate) enum Arrival {
+    /// Prefill and decode here.
+    Generate,
+    /// Prefill here, then hand the cache to this decode worker (prefill role).
+    Prefill { decode_worker: String },
+    /// Prefilled elsewhere: the cache after the whole prompt and its last logits.
+    Handoff {
+        cache: Box<SequenceCache>,
+        last_logits: Vec<f32>,
+    },
+}
+
 /// What the engine thread is asked to do.
 pub(crate) enum Command {
     /// Queue a validated request; the reply is its position in the waiting queue.
     Add {
         req: Box<GenerateRequest>,
         sampler: Box<Sampler>,
+        arrival: Arrival,
         reply: oneshot::Sender<Result<u32, ServiceError>>,
     },
     /// End one generation early (it still gets its final event).
@@ -43,11 +57,29 @@ pub(crate) enum Command {
     Abort,
 }
 
-/// One event for the publisher task.
-pub(crate) struct Outbound {
-    pub subject: String,
-    pub event: GenerationEvent,
+/// What the engine thread hands to the async side.
+pub(crate) enum Outbound {
+    /// Publish `event` on `subject`.
+    Event {
+        subject: String,
+        event: GenerationEvent,
+    },
+    /// A prefilled sequence to send to its decode worker (prefill role).
+    Handoff(Box<HandoffJob>),
 }
+
+/// A finished prefill, owned by the async side until the decode worker has taken it (or the
+/// generation is ended with a final error event).
+pub(crate) struct HandoffJob {
+    pub request: GenerateRequest,
+    pub decode_worker: String,
+    pub cache: SequenceCache,
+    pub last_logits: Vec<f32>,
+}
+
+/// Cancelled request ids remembered for a generation that has not arrived yet (a cancel can
+/// overtake a prefill handoff).
+const REMEMBER_CANCELLED: usize = 4096;
 
 /// Limits of the batcher.
 #[derive(Debug, Clone, Copy)]
@@ -75,12 +107,26 @@ struct Seq {
     /// The last sampled token, fed at the next step.
     pending: Option<u32>,
     reserved: u64,
+    /// Handed-off sequences: the first token is sampled from these.
+    handed_logits: Option<Vec<f32>>,
+    /// Prefill role: where the cache goes, and the request to send along.
+    handoff: Option<(String, Box<GenerateRequest>)>,
 }
 
 impl Seq {
-    fn new(req: GenerateRequest, sampler: Sampler, eos: &[u32]) -> Seq {
+    fn new(req: GenerateRequest, sampler: Sampler, eos: &[u32], arrival: Arrival) -> Seq {
         let reserved = req.prompt.len() as u64 + req.max_tokens as u64;
+        let (cache, handed_logits, handoff) = match arrival {
+            Arrival::Generate => (None, None, None),
+            Arrival::Prefill { decode_worker } => {
+                (None, None, Some((decode_worker, Box::new(req.clone()))))
+            }
+            Arrival::Handoff { cache, last_logits } => (Some(*cache), Some(last_logits), None),
+        };
+        let prefilled = if cache.is_some() { req.prompt.len() } else { 0 };
         Seq {
+            handed_logits,
+            handoff,
             stop: StopCriteria {
                 eos_ids: if req.ignore_eos { vec![] } else { eos.to_vec() },
                 stop_ids: req.stop_token_ids,
@@ -89,8 +135,8 @@ impl Seq {
             request_id: req.request_id,
             events: req.events,
             prompt: req.prompt.into_vec(),
-            prefilled: 0,
-            cache: None,
+            prefilled,
+            cache,
             sampler,
             logprobs: req.logprobs.map(|k| k as usize),
             generated: 0,
@@ -100,7 +146,12 @@ impl Seq {
         }
     }
 
-    fn event(&mut self, token_ids: Vec<u32>, logprobs: Vec<TokenLogprob>) -> GenerationEvent {
+    fn event(
+        &mut self,
+        worker: &str,
+        token_ids: Vec<u32>,
+        logprobs: Vec<TokenLogprob>,
+    ) -> GenerationEvent {
         let seq = self.next_event;
         self.next_event += 1;
         GenerationEvent {
@@ -109,6 +160,7 @@ impl Seq {
             token_ids: token_ids.into(),
             logprobs,
             finished: None,
+            worker: Some(worker.to_string()),
         }
     }
 
@@ -125,6 +177,7 @@ impl Seq {
 
 /// The batcher's state on the engine thread.
 pub(crate) struct Batcher {
+    instance: String,
     model: Arc<Model>,
     limits: Limits,
     eos: Vec<u32>,
@@ -132,10 +185,12 @@ pub(crate) struct Batcher {
     out: mpsc::UnboundedSender<Outbound>,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
+    cancelled: VecDeque<String>,
 }
 
 impl Batcher {
     pub(crate) fn new(
+        instance: String,
         model: Arc<Model>,
         limits: Limits,
         stats: Arc<WorkerStats>,
@@ -143,6 +198,7 @@ impl Batcher {
     ) -> Batcher {
         let eos = model.cfg.eos_ids();
         Batcher {
+            instance,
             model,
             limits,
             eos,
@@ -150,6 +206,7 @@ impl Batcher {
             out,
             waiting: VecDeque::new(),
             running: Vec::new(),
+            cancelled: VecDeque::new(),
         }
     }
 
@@ -192,9 +249,10 @@ impl Batcher {
             Command::Add {
                 req,
                 sampler,
+                arrival,
                 reply,
             } => {
-                let answer = self.add(*req, *sampler);
+                let answer = self.add(*req, *sampler, arrival);
                 let _ = reply.send(answer);
             }
             Command::Cancel { request_id } => self.cancel(&request_id),
@@ -205,8 +263,19 @@ impl Batcher {
         true
     }
 
-    fn add(&mut self, req: GenerateRequest, sampler: Sampler) -> Result<u32, ServiceError> {
+    fn add(
+        &mut self,
+        req: GenerateRequest,
+        sampler: Sampler,
+        arrival: Arrival,
+    ) -> Result<u32, ServiceError> {
         let id = &req.request_id;
+        if self.cancelled.contains(id) {
+            return Err(
+                ServiceError::bad_request(format!("request {id:?} was cancelled"))
+                    .with_code("cancelled"),
+            );
+        }
         if self
             .running
             .iter()
@@ -226,7 +295,8 @@ impl Batcher {
                 self.waiting.len()
             )));
         }
-        self.waiting.push_back(Seq::new(req, sampler, &self.eos));
+        self.waiting
+            .push_back(Seq::new(req, sampler, &self.eos, arrival));
         Ok((self.waiting.len() - 1) as u32)
     }
 
@@ -248,7 +318,9 @@ impl Batcher {
                 break;
             }
             let mut seq = self.waiting.pop_front().expect("front exists");
-            seq.cache = Some(self.model.new_cache());
+            if seq.cache.is_none() {
+                seq.cache = Some(self.model.new_cache());
+            }
             reserved += seq.reserved;
             self.running.push(seq);
         }
@@ -256,6 +328,16 @@ impl Batcher {
 
     /// One forward step over the running batch.
     fn step(&mut self) {
+        // Handed-off sequences sample their first token from the prefill worker's logits.
+        let mut done = Vec::new();
+        for i in 0..self.running.len() {
+            if let Some(logits) = self.running[i].handed_logits.take()
+                && self.sample(i, &logits).is_some()
+            {
+                done.push(i);
+            }
+        }
+        self.leave(done, Vec::new());
         if self.running.is_empty() {
             return;
         }
@@ -273,11 +355,17 @@ impl Batcher {
                 let n = (s.prompt.len() - s.prefilled)
                     .min(self.limits.prefill_chunk.max(1))
                     .min(budget);
+                if n == 0 {
+                    continue;
+                }
                 plan.push((i, s.prefilled, s.prefilled + n));
                 budget -= n;
             }
         }
         plan.sort_unstable_by_key(|p| p.0);
+        if plan.is_empty() {
+            return;
+        }
         self.stats.record_step(plan.len());
 
         let model = Arc::clone(&self.model);
@@ -320,6 +408,7 @@ impl Batcher {
         };
 
         let mut done = Vec::new();
+        let mut handoffs = Vec::new();
         for (&(i, from, to), logits) in plan.iter().zip(logits) {
             let s = &mut self.running[i];
             if s.pending.is_none() {
@@ -328,15 +417,38 @@ impl Batcher {
                 if s.prefilled < s.prompt.len() {
                     continue; // more prompt chunks to go
                 }
+                if s.handoff.is_some() {
+                    handoffs.push((i, logits));
+                    continue;
+                }
             }
-            if let Some(reason) = self.sample(i, &logits) {
-                done.push((i, reason));
+            if self.sample(i, &logits).is_some() {
+                done.push(i);
             }
         }
-        // Finished sequences leave the batch (their caches are freed here).
-        for &(i, _) in done.iter().rev() {
-            self.running.remove(i);
+        self.leave(done, handoffs);
+    }
+
+    /// Removes finished sequences (their caches are freed here) and hands prefilled ones to
+    /// the async side (which then owns the cache).
+    fn leave(&mut self, done: Vec<usize>, handoffs: Vec<(usize, Vec<f32>)>) {
+        let mut leaving: Vec<(usize, Option<Vec<f32>>)> =
+            done.into_iter().map(|i| (i, None)).collect();
+        leaving.extend(handoffs.into_iter().map(|(i, l)| (i, Some(l))));
+        leaving.sort_unstable_by_key(|l| std::cmp::Reverse(l.0));
+        for (i, logits) in leaving {
+            let s = self.running.remove(i);
             self.stats.finished.fetch_add(1, Relaxed);
+            if let (Some(last_logits), Some((decode_worker, request)), Some(cache)) =
+                (logits, s.handoff, s.cache)
+            {
+                let _ = self.out.send(Outbound::Handoff(Box::new(HandoffJob {
+                    request: *request,
+                    decode_worker,
+                    cache,
+                    last_logits,
+                })));
+            }
         }
     }
 
@@ -358,12 +470,12 @@ impl Batcher {
             None if s.prompt.len() + s.generated >= max_context => Some(FinishReason::Length),
             None => None,
         };
-        let mut event = s.event(vec![token], lps);
+        let mut event = s.event(&self.instance, vec![token], lps);
         match reason {
             Some(r) => event.finished = Some(s.finished(r, None)),
             None => s.pending = Some(token),
         }
-        let _ = self.out.send(Outbound {
+        let _ = self.out.send(Outbound::Event {
             subject: s.events.clone(),
             event,
         });
@@ -375,9 +487,9 @@ impl Batcher {
         tracing::error!(error = %error, sequences = plan.len(), "forward step failed");
         for &(i, _, _) in plan.iter().rev() {
             let mut s = self.running.remove(i);
-            let mut event = s.event(vec![], vec![]);
+            let mut event = s.event(&self.instance, vec![], vec![]);
             event.finished = Some(s.finished(FinishReason::Error, Some(error.clone())));
-            let _ = self.out.send(Outbound {
+            let _ = self.out.send(Outbound::Event {
                 subject: s.events.clone(),
                 event,
             });
@@ -390,6 +502,11 @@ impl Batcher {
         } else if let Some(i) = self.waiting.iter().position(|s| s.request_id == request_id) {
             self.waiting.remove(i).expect("index is valid")
         } else {
+            // Not here (yet): a handoff of it may still arrive.
+            if self.cancelled.len() >= REMEMBER_CANCELLED {
+                self.cancelled.pop_front();
+            }
+            self.cancelled.push_back(request_id.to_string());
             return;
         };
         self.send_cancelled(s);
@@ -409,9 +526,9 @@ impl Batcher {
 
     fn send_cancelled(&mut self, mut s: Seq) {
         self.stats.cancelled.fetch_add(1, Relaxed);
-        let mut event = s.event(vec![], vec![]);
+        let mut event = s.event(&self.instance, vec![], vec![]);
         event.finished = Some(s.finished(FinishReason::Cancelled, None));
-        let _ = self.out.send(Outbound {
+        let _ = self.out.send(Outbound::Event {
             subject: s.events.clone(),
             event,
         });

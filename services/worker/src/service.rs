@@ -13,15 +13,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use v4_bus::{Bus, BusError, Headers, Server};
 use v4_engine::Model;
+use v4_engine::cache_codec;
 use v4_engine::sampling::{Sampler, SamplingParams};
 use v4_protocol::generate::{
-    CancelGeneration, GenerateAccepted, GenerateRequest, MAX_TOP_LOGPROBS, Sampling,
-    WorkerHeartbeat, WorkerRole,
+    Blob, CancelGeneration, FinishReason, Finished, GenerateAccepted, GenerateRequest,
+    GenerationEvent, KvHandoff, MAX_TOP_LOGPROBS, PrefillRequest, Sampling, WorkerHeartbeat,
+    WorkerRole,
 };
 use v4_protocol::subject::{self, worker as subjects};
 use v4_protocol::{PROTOCOL_VERSION, ServiceError};
 
-use crate::batcher::{Batcher, Command, Limits, Outbound};
+use crate::batcher::{Arrival, Batcher, Command, HandoffJob, Limits, Outbound};
 use crate::config::WorkerConfig;
 use crate::stats::{StatsSnapshot, WorkerStats};
 
@@ -75,18 +77,20 @@ pub enum WorkerError {
 #[derive(Clone)]
 struct Identity {
     instance: String,
+    role: WorkerRole,
     model_id: String,
     fingerprint: String,
     vocab_size: u64,
     limits: Limits,
     interval: Duration,
+    description: Option<String>,
 }
 
 impl Identity {
     fn heartbeat(&self, s: StatsSnapshot) -> WorkerHeartbeat {
         WorkerHeartbeat {
             instance: self.instance.clone(),
-            role: WorkerRole::Decode,
+            role: self.role,
             protocol_version: PROTOCOL_VERSION,
             model: self.model_id.clone(),
             model_fingerprint: self.fingerprint.clone(),
@@ -104,6 +108,7 @@ impl Identity {
             batch_size_sum: s.batch_size_sum,
             max_batch_seen: s.max_batch_seen,
             generated_tokens: s.generated_tokens,
+            description: self.description.clone(),
         }
     }
 }
@@ -114,7 +119,7 @@ pub struct WorkerHandle {
     stats: Arc<WorkerStats>,
     commands: std_mpsc::Sender<Command>,
     bus: Bus,
-    generate: Option<Server>,
+    servers: Vec<Server>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     publisher: Option<JoinHandle<()>>,
@@ -152,21 +157,34 @@ pub async fn start(
     };
     let identity = Identity {
         instance: instance.clone(),
+        role: config.role,
         model_id: config.model_id.clone(),
         fingerprint: model.fingerprint.clone(),
         vocab_size: cfg.vocab_size as u64,
         limits,
         interval: config.heartbeat_interval,
+        description: config.description.clone(),
     };
     let stats = Arc::new(WorkerStats::default());
 
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = std_mpsc::channel();
-    let batcher = Batcher::new(model.model.clone(), limits, stats.clone(), out_tx);
+    let batcher = Batcher::new(
+        instance.clone(),
+        model.model.clone(),
+        limits,
+        stats.clone(),
+        out_tx,
+    );
     let engine = std::thread::Builder::new()
         .name(format!("engine-{instance}"))
         .spawn(move || batcher.run(cmd_rx))?;
-    let publisher = tokio::spawn(publish_events(bus.clone(), out_rx));
+    let publisher = tokio::spawn(publish_events(
+        bus.clone(),
+        out_rx,
+        identity.clone(),
+        config.handoff_timeout,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -177,21 +195,55 @@ pub async fn start(
         stop_rx.clone(),
     )));
 
-    let handler_state = Arc::new(HandlerState {
+    let state = Arc::new(HandlerState {
         identity: identity.clone(),
         commands: std::sync::Mutex::new(cmd_tx.clone()),
         stats: stats.clone(),
+        model: model.model.clone(),
     });
-    let generate = bus
-        .serve_json(
-            subjects::generate(&instance)?.as_str(),
-            None,
-            move |req: GenerateRequest, _ctx| {
-                let state = handler_state.clone();
-                async move { state.accept(req).await }
-            },
-        )
-        .await?;
+    let mut servers = Vec::new();
+    match config.role {
+        WorkerRole::Prefill => {
+            let st = state.clone();
+            servers.push(
+                bus.serve_json(
+                    subjects::prefill(&instance)?.as_str(),
+                    None,
+                    move |req: PrefillRequest, _ctx| {
+                        let st = st.clone();
+                        async move { st.accept_prefill(req).await }
+                    },
+                )
+                .await?,
+            );
+        }
+        _ => {
+            let st = state.clone();
+            servers.push(
+                bus.serve_json(
+                    subjects::generate(&instance)?.as_str(),
+                    None,
+                    move |req: GenerateRequest, _ctx| {
+                        let st = st.clone();
+                        async move { st.accept(req, Arrival::Generate).await }
+                    },
+                )
+                .await?,
+            );
+            let st = state.clone();
+            servers.push(
+                bus.serve_json(
+                    subjects::handoff(&instance)?.as_str(),
+                    None,
+                    move |h: KvHandoff, _ctx| {
+                        let st = st.clone();
+                        async move { st.accept_handoff(h).await }
+                    },
+                )
+                .await?,
+            );
+        }
+    }
 
     let first = identity.heartbeat(stats.snapshot());
     publish_heartbeat(&bus, &first).await;
@@ -213,7 +265,7 @@ pub async fn start(
         stats,
         commands: cmd_tx,
         bus,
-        generate: Some(generate),
+        servers,
         stop: stop_tx,
         tasks,
         publisher: Some(publisher),
@@ -225,13 +277,78 @@ struct HandlerState {
     identity: Identity,
     commands: std::sync::Mutex<std_mpsc::Sender<Command>>,
     stats: Arc<WorkerStats>,
+    model: Arc<Model>,
 }
 
 impl HandlerState {
-    async fn accept(&self, req: GenerateRequest) -> Result<GenerateAccepted, ServiceError> {
+    async fn accept_prefill(&self, p: PrefillRequest) -> Result<GenerateAccepted, ServiceError> {
+        subject::check_token(&p.decode_worker).map_err(|e| {
+            ServiceError::bad_request(format!("decode_worker: {e}")).with_param("decode_worker")
+        })?;
+        self.accept(
+            p.request,
+            Arrival::Prefill {
+                decode_worker: p.decode_worker,
+            },
+        )
+        .await
+    }
+
+    async fn accept_handoff(&self, h: KvHandoff) -> Result<GenerateAccepted, ServiceError> {
+        if h.model_fingerprint != self.identity.fingerprint {
+            return Err(ServiceError::bad_request(format!(
+                "handoff from {} runs another checkpoint ({}) than this worker ({})",
+                h.prefill_worker, h.model_fingerprint, self.identity.fingerprint
+            ))
+            .with_code("model_mismatch"));
+        }
+        let vocab = self.identity.vocab_size as usize;
+        if h.last_logits.0.len() != vocab * 4 {
+            return Err(ServiceError::bad_request(format!(
+                "last_logits has {} bytes, expected {} ({vocab} f32)",
+                h.last_logits.0.len(),
+                vocab * 4
+            )));
+        }
+        let last_logits: Vec<f32> = h
+            .last_logits
+            .0
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let model = self.model.clone();
+        let bytes = h.cache.0;
+        let cache = tokio::task::spawn_blocking(move || {
+            cache_codec::decode_for(&bytes, &model.new_cache())
+        })
+        .await
+        .map_err(|e| ServiceError::internal(e.to_string()))?
+        .map_err(|e| ServiceError::bad_request(format!("handoff cache: {e}")))?;
+        if cache.pos != h.request.prompt.len() {
+            return Err(ServiceError::bad_request(format!(
+                "handoff cache holds {} positions, the prompt has {}",
+                cache.pos,
+                h.request.prompt.len()
+            )));
+        }
+        self.accept(
+            h.request,
+            Arrival::Handoff {
+                cache: Box::new(cache),
+                last_logits,
+            },
+        )
+        .await
+    }
+
+    async fn accept(
+        &self,
+        req: GenerateRequest,
+        arrival: Arrival,
+    ) -> Result<GenerateAccepted, ServiceError> {
         if self.stats.draining.load(Relaxed) {
             return Err(ServiceError::unavailable(format!(
-                "decode worker {} is draining",
+                "worker {} is draining",
                 self.identity.instance
             )));
         }
@@ -241,6 +358,7 @@ impl HandlerState {
         let cmd = Command::Add {
             req: Box::new(req),
             sampler: Box::new(sampler),
+            arrival,
             reply: tx,
         };
         if self
@@ -331,19 +449,120 @@ fn sampling_params(s: &Sampling) -> SamplingParams {
     }
 }
 
-async fn publish_events(bus: Bus, mut rx: mpsc::UnboundedReceiver<Outbound>) {
-    let headers = Headers::new();
+async fn publish_events(
+    bus: Bus,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    identity: Identity,
+    handoff_timeout: Duration,
+) {
+    let mut handoffs = tokio::task::JoinSet::new();
     while let Some(o) = rx.recv().await {
-        let body = match serde_json::to_vec(&o.event) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a generation event");
-                continue;
+        match o {
+            Outbound::Event { subject, event } => publish_event(&bus, &subject, &event).await,
+            Outbound::Handoff(job) => {
+                handoffs.spawn(hand_off(
+                    bus.clone(),
+                    identity.clone(),
+                    *job,
+                    handoff_timeout,
+                ));
             }
-        };
-        if let Err(e) = bus.publish(&o.subject, &headers, body.into()).await {
-            tracing::warn!(error = %e, request_id = %o.event.request_id, "cannot publish event");
         }
+    }
+    // Every handoff in flight ends (accepted, or a final error event) before the worker stops.
+    while handoffs.join_next().await.is_some() {}
+}
+
+async fn publish_event(bus: &Bus, subject: &str, event: &GenerationEvent) {
+    let body = match serde_json::to_vec(event) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a generation event");
+            return;
+        }
+    };
+    if let Err(e) = bus.publish(subject, &Headers::new(), body.into()).await {
+        tracing::warn!(error = %e, request_id = %event.request_id, "cannot publish event");
+    }
+}
+
+/// The prefill side of the handoff state machine: the job owns the cache until the decode
+/// worker accepts it; on any refusal or failure the generation ends here with one final
+/// event (cancelled or error), and a timeout also broadcasts a cancel in case the decode
+/// worker did take it.
+async fn hand_off(bus: Bus, identity: Identity, job: HandoffJob, timeout: Duration) {
+    let HandoffJob {
+        request,
+        decode_worker,
+        cache,
+        last_logits,
+    } = job;
+    let prompt_tokens = request.prompt.len() as u64;
+    let request_id = request.request_id.clone();
+    let events = request.events.clone();
+    let encoded = tokio::task::spawn_blocking(move || cache_codec::encode(&cache)).await;
+    let outcome: Result<(), ServiceError> = async {
+        let cache = encoded.map_err(|e| ServiceError::internal(e.to_string()))?;
+        let mut logits = Vec::with_capacity(last_logits.len() * 4);
+        for x in &last_logits {
+            logits.extend_from_slice(&x.to_le_bytes());
+        }
+        let handoff = KvHandoff {
+            request,
+            model_fingerprint: identity.fingerprint.clone(),
+            prefill_worker: identity.instance.clone(),
+            cache: Blob(cache),
+            last_logits: Blob(logits),
+        };
+        let subject =
+            subjects::handoff(&decode_worker).map_err(|e| ServiceError::internal(e.to_string()))?;
+        match bus
+            .request_json::<_, GenerateAccepted>(subject.as_str(), &handoff, timeout)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(v4_bus::CallError::Service(e)) => Err(e),
+            Err(e) => {
+                if e.kind() == v4_protocol::ErrorKind::Timeout {
+                    let cancel = CancelGeneration {
+                        request_id: request_id.clone(),
+                        reason: "handoff_timeout".into(),
+                    };
+                    if let Ok(body) = serde_json::to_vec(&cancel) {
+                        let _ = bus
+                            .publish(subjects::CANCEL, &Headers::new(), body.into())
+                            .await;
+                    }
+                }
+                Err(ServiceError::unavailable(format!(
+                    "handing the prefilled cache to decode worker {decode_worker} failed: {e}"
+                )))
+            }
+        }
+    }
+    .await;
+    if let Err(e) = outcome {
+        let cancelled = e.code.as_deref() == Some("cancelled");
+        tracing::warn!(request_id = %request_id, error = %e, "prefill handoff refused");
+        let event = GenerationEvent {
+            request_id,
+            seq: 0,
+            token_ids: Default::default(),
+            logprobs: vec![],
+            finished: Some(Finished {
+                reason: if cancelled {
+                    FinishReason::Cancelled
+                } else {
+                    FinishReason::Error
+                },
+                prompt_tokens,
+                cached_prompt_tokens: 0,
+                completion_tokens: 0,
+                error: (!cancelled).then_some(e),
+            }),
+            worker: Some(identity.instance.clone()),
+        };
+        publish_event(&bus, &events, &event).await;
     }
 }
 
@@ -423,8 +642,8 @@ impl WorkerHandle {
     pub async fn drain(mut self, deadline: Duration) {
         self.stats.draining.store(true, Relaxed);
         publish_heartbeat(&self.bus, &self.heartbeat()).await;
-        if let Some(g) = self.generate.take() {
-            g.drain().await;
+        for s in self.servers.drain(..) {
+            s.drain().await;
         }
         let until = Instant::now() + deadline;
         while Instant::now() < until {
@@ -450,11 +669,11 @@ impl WorkerHandle {
 
     async fn shutdown(&mut self, abort: bool) {
         let _ = self.stop.send(true);
-        if let Some(g) = self.generate.take() {
+        for s in self.servers.drain(..) {
             if abort {
-                drop(g);
+                drop(s);
             } else {
-                g.drain().await;
+                s.drain().await;
             }
         }
         for t in self.tasks.drain(..) {

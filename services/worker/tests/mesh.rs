@@ -350,3 +350,123 @@ async fn a_killed_worker_is_dropped_from_placement() {
     w2.drain(Duration::from_secs(1)).await;
     sched.drain().await;
 }
+
+fn prefill_config() -> WorkerConfig {
+    WorkerConfig {
+        instance_name: "prefill".into(),
+        role: v4_protocol::generate::WorkerRole::Prefill,
+        ..config(4, 8)
+    }
+}
+
+fn prefill_scheduler() -> SchedulerConfig {
+    SchedulerConfig {
+        prefill_min_tokens: 8,
+        ..SchedulerConfig::default()
+    }
+}
+
+/// Long prompts go through the prefill worker, whose cache the decode worker continues:
+/// the output is exactly the engine's, events come from the decode worker, counts are exact.
+#[tokio::test]
+async fn prefill_worker_hands_off_to_the_decode_worker() {
+    let bus = nats_bus().await;
+    let sched = v4_scheduler::start(prefill_scheduler(), bus.clone())
+        .await
+        .unwrap();
+    let p = v4_worker::start(model(), prefill_config(), bus.clone())
+        .await
+        .unwrap();
+    let d = v4_worker::start(model(), config(4, 8), bus.clone())
+        .await
+        .unwrap();
+    for (i, prompt) in prompts().into_iter().enumerate() {
+        let run = submit(&bus, request(&format!("p{i}"), prompt.clone(), 6))
+            .await
+            .unwrap();
+        let expected_worker = if prompt.len() >= 8 {
+            p.instance()
+        } else {
+            d.instance()
+        };
+        assert_eq!(
+            run.accepted.worker,
+            expected_worker,
+            "prompt of {}",
+            prompt.len()
+        );
+        let mut run = run;
+        let first = run.next().await;
+        assert_eq!(first.worker.as_deref(), Some(d.instance()));
+        let (mut tokens, last) = run.finish().await;
+        tokens.splice(0..0, first.token_ids.as_slice().iter().copied());
+        assert_eq!(tokens, reference(&prompt, 6), "prompt {i}");
+        let f = last.finished.unwrap();
+        assert_eq!(
+            (f.prompt_tokens, f.completion_tokens),
+            (prompt.len() as u64, 6)
+        );
+    }
+    let handed = prompts().iter().filter(|p| p.len() >= 8).count() as u64;
+    assert_eq!(p.stats().finished, handed);
+    assert_eq!(
+        p.stats().generated_tokens,
+        0,
+        "the prefill worker samples nothing"
+    );
+    assert_eq!(p.stats().running, 0);
+    d.drain(Duration::from_secs(2)).await;
+    p.drain(Duration::from_secs(2)).await;
+    sched.drain().await;
+}
+
+/// Every failure path of the handoff ends the generation with one final event: a cancel
+/// during the prefill, and a decode worker that is gone when the cache is ready.
+#[tokio::test]
+async fn handoff_failures_end_with_one_final_event() {
+    let bus = nats_bus().await;
+    let sched = v4_scheduler::start(prefill_scheduler(), bus.clone())
+        .await
+        .unwrap();
+    let p = v4_worker::start(model(), prefill_config(), bus.clone())
+        .await
+        .unwrap();
+    let d = v4_worker::start(model(), config(4, 8), bus.clone())
+        .await
+        .unwrap();
+    let long: Vec<u32> = (0..1500u32).map(|i| (i * 7 + 1) % 500).collect();
+
+    // Cancelled while prefilling.
+    let run = submit(&bus, request("cx", long.clone(), 4)).await.unwrap();
+    assert_eq!(run.accepted.worker, p.instance());
+    let cancel = CancelGeneration {
+        request_id: "cx".into(),
+        reason: "client_disconnected".into(),
+    };
+    bus.publish(
+        worker::CANCEL,
+        &Headers::new(),
+        serde_json::to_vec(&cancel).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let (tokens, last) = run.finish().await;
+    assert!(tokens.is_empty());
+    assert_eq!(last.finished.unwrap().reason, FinishReason::Cancelled);
+    assert_eq!(p.stats().running, 0);
+
+    // The decode worker dies before the handoff: the prefill worker ends the generation.
+    let run = submit(&bus, request("gone", long.clone(), 4))
+        .await
+        .unwrap();
+    assert_eq!(run.accepted.worker, p.instance());
+    d.kill().await;
+    let (tokens, last) = run.finish().await;
+    assert!(tokens.is_empty());
+    let f = last.finished.unwrap();
+    assert_eq!(f.reason, FinishReason::Error);
+    assert!(f.error.is_some());
+    assert_eq!(last.worker.as_deref(), Some(p.instance()));
+    p.drain(Duration::from_secs(2)).await;
+    sched.drain().await;
+}

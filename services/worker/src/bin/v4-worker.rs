@@ -1,4 +1,4 @@
-//! `v4-worker`: a decode worker over NATS (continuous batching on the CPU engine).
+//! `v4-worker`: a decode or prefill worker over NATS (continuous batching on the CPU engine).
 //!
 //! Serves until SIGTERM or Ctrl-C, then drains: no new work, in-flight generations finish
 //! until the drain deadline (what is left is cancelled with a final event), exit 0.
@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use v4_bus::Bus;
+use v4_protocol::generate::WorkerRole;
 use v4_worker::{WorkerConfig, WorkerModel};
 
 /// Configuration, resolved once at start-up: flags, else environment, else defaults.
@@ -33,6 +34,13 @@ struct Config {
     model_id: String,
     #[arg(long, env = "V4_WORKER_INSTANCE", default_value = "decode")]
     instance: String,
+    /// decode (prefills its own prompts, takes handoffs) or prefill (hands caches to decode
+    /// workers).
+    #[arg(long, env = "V4_WORKER_ROLE", default_value = "decode", value_parser = ["decode", "prefill"])]
+    role: String,
+    /// Milliseconds a decode worker may take to accept a prefill handoff.
+    #[arg(long, env = "V4_WORKER_HANDOFF_TIMEOUT_MS", default_value_t = 30000)]
+    handoff_timeout_ms: u64,
     /// Sequences in the running batch at most.
     #[arg(long, env = "V4_WORKER_MAX_BATCH", default_value_t = 32)]
     max_batch: usize,
@@ -104,6 +112,13 @@ async fn main() -> Result<()> {
         kv_capacity_tokens: c.kv_capacity_tokens,
         max_context: c.max_context,
         heartbeat_interval: Duration::from_millis(c.heartbeat_ms.max(50)),
+        role: if c.role == "prefill" {
+            WorkerRole::Prefill
+        } else {
+            WorkerRole::Decode
+        },
+        handoff_timeout: Duration::from_millis(c.handoff_timeout_ms),
+        description: None,
     };
     let handle = v4_worker::start(model, config, bus).await?;
     eprintln!(
