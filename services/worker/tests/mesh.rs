@@ -470,3 +470,33 @@ async fn handoff_failures_end_with_one_final_event() {
     p.drain(Duration::from_secs(2)).await;
     sched.drain().await;
 }
+
+/// Every worker heartbeats at its interval (the gateway and scheduler rely on it).
+#[tokio::test]
+async fn every_worker_heartbeats_at_its_interval() {
+    let bus = nats_bus().await;
+    let mut sub = bus.subscribe(worker::HEARTBEAT).await.unwrap();
+    let w1 = v4_worker::start(model(), config(4, 4), bus.clone())
+        .await
+        .unwrap();
+    let w2 = v4_worker::start(model(), config(4, 4), bus.clone())
+        .await
+        .unwrap();
+    let mut counts = std::collections::HashMap::<String, u32>::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
+        let hb: v4_protocol::generate::WorkerHeartbeat =
+            serde_json::from_slice(&m.payload).unwrap();
+        *counts.entry(hb.instance).or_default() += 1;
+    }
+    for w in [&w1, &w2] {
+        let n = counts.get(w.instance()).copied().unwrap_or(0);
+        assert!(
+            n >= 5,
+            "{} sent {n} heartbeats in 1.5 s: {counts:?}",
+            w.instance()
+        );
+    }
+    w1.drain(Duration::from_secs(1)).await;
+    w2.drain(Duration::from_secs(1)).await;
+}
