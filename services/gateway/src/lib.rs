@@ -74,6 +74,7 @@ pub mod metrics;
 mod openai;
 mod request;
 mod routes;
+pub mod settings;
 mod sse;
 mod stop;
 
@@ -93,6 +94,7 @@ pub use config::{GatewayConfig, ModelMap};
 pub use error::{Failure, Flavor, GatewayError};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use request::{ToolCalls, ValidChatRequest};
+pub use settings::GatewaySettings;
 
 use mesh::{Mesh, WorkerWatch};
 use routes::AppState;

@@ -17,6 +17,8 @@
 
 pub mod registry;
 pub mod service;
+pub mod settings;
 
 pub use registry::Registry;
 pub use service::{SchedulerConfig, SchedulerHandle, start};
+pub use settings::SchedulerSettings;

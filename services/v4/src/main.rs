@@ -7,6 +7,7 @@ mod bench;
 mod chat_encode_cmd;
 mod chat_parse_cmd;
 mod commands;
+mod config_docs;
 mod jsonl;
 mod serve;
 mod tokenize_cmd;
@@ -75,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: ChatCommand,
     },
+    /// Configuration of the services.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Tokenizer filter: `{"id","kind":"encode","text"}` or `{"id","kind":"decode","ids"}` lines.
     Tokenize {
         /// tokenizer.json, a model directory holding one, or a Hugging Face repo id
@@ -82,6 +88,12 @@ enum Command {
         #[arg(long)]
         tokenizer: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print docs/CONFIG.md (every key of every service, generated from the code).
+    Docs,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +144,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::logits(&model, &ids, &out, mtp),
         Command::Generate(args) => commands::generate(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Config {
+            command: ConfigCommand::Docs,
+        } => {
+            print!("{}", config_docs::config_markdown());
+            Ok(())
+        }
         Command::Init {
             preset,
             out,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use v4_bus::Bus;
+use v4_config::Layers;
 use v4_engine::config::TokenIds;
 use v4_engine::init::{InitOptions, Preset, WeightFormat, preset_config, write_random_checkpoint};
 use v4_tokenizer::Tokenizer;
@@ -24,39 +25,86 @@ use v4_worker::{WorkerConfig, WorkerModel};
 pub const DEMO_DESCRIPTION: &str = "random weights and a small generated tokenizer, generated \
      offline by `v4 serve` for a demo: the output is meaningless text";
 
+v4_config::settings! {
+    /// `v4 serve`: tokenizer service, scheduler, decode workers and gateway in one process.
+    pub struct ServeSettings("serve") {
+        /// Model directory or Hugging Face repo id; empty: a small random demo model (generated
+        /// into `models_dir` on first use, with a small generated tokenizer).
+        model: String = String::new(); env = "V4_MODEL",
+        /// tokenizer.json, a directory holding one, or a repo id; empty: the model's.
+        tokenizer: String = String::new(); env = "V4_SERVE_TOKENIZER",
+        /// Where the demo model is generated.
+        models_dir: String = "models".into(),
+        /// HTTP address of the gateway.
+        listen: String = "127.0.0.1:8000".into(),
+        /// The API model id the model answers to.
+        model_id: String = "deepseek-v4-flash".into(); env = "V4_MODEL_ID",
+        /// Decode workers (each has its own engine thread and batch).
+        decode_workers: usize = 1,
+        /// Sequences per running batch.
+        max_batch: usize = 16,
+        /// Longest prompt + output (0: the model's).
+        max_context: u64 = 0,
+        /// Run the services over this NATS server instead of the in-process bus.
+        nats_url: Option<String> = None; env = "V4_NATS_URL",
+        /// Static API keys; empty: no authentication.
+        api_keys: Vec<String> = vec![]; secret = true,
+    }
+}
+
+/// Flags of `v4 serve` (they override the environment, the config file and the defaults).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Model directory or Hugging Face repo id. Default: a small random demo model (generated
-    /// into --models-dir on first use, with a small generated tokenizer).
-    #[arg(long, env = "V4_MODEL")]
+    /// Config file (TOML, JSON or YAML); default: $V4_CONFIG.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Set any key: `--set max_batch=8` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Model directory or Hugging Face repo id (default: the generated demo model).
+    #[arg(long)]
     pub model: Option<String>,
-    /// tokenizer.json, a directory holding one, or a repo id. Default: the model's.
-    #[arg(long, env = "V4_TOKENIZER")]
+    /// tokenizer.json, a directory holding one, or a repo id (default: the model's).
+    #[arg(long)]
     pub tokenizer: Option<String>,
-    /// Where the demo model is generated.
-    #[arg(long, default_value = "models")]
-    pub models_dir: PathBuf,
-    /// HTTP address of the gateway.
-    #[arg(long, env = "V4_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
-    pub listen: SocketAddr,
-    /// The API model id this model answers to.
-    #[arg(long, env = "V4_MODEL_ID", default_value = "deepseek-v4-flash")]
-    pub model_id: String,
-    /// Decode workers (each has its own engine thread and batch).
-    #[arg(long, default_value_t = 1)]
-    pub decode_workers: usize,
-    /// Sequences per running batch.
-    #[arg(long, env = "V4_WORKER_MAX_BATCH", default_value_t = 16)]
-    pub max_batch: usize,
-    /// Longest prompt + output (default: the model's).
-    #[arg(long, env = "V4_WORKER_MAX_CONTEXT")]
+    /// Where the demo model is generated (default `models`).
+    #[arg(long)]
+    pub models_dir: Option<String>,
+    /// HTTP address (default 127.0.0.1:8000).
+    #[arg(long)]
+    pub listen: Option<String>,
+    #[arg(long)]
+    pub model_id: Option<String>,
+    #[arg(long)]
+    pub decode_workers: Option<usize>,
+    #[arg(long)]
+    pub max_batch: Option<usize>,
+    #[arg(long)]
     pub max_context: Option<u64>,
-    /// Run the services over this NATS server instead of the in-process bus.
-    #[arg(long, env = "V4_NATS_URL")]
+    /// Run over this NATS server instead of in process.
+    #[arg(long)]
     pub nats_url: Option<String>,
-    /// Static API keys (comma-separated); none = no authentication.
-    #[arg(long, env = "V4_API_KEYS", value_delimiter = ',')]
-    pub api_keys: Vec<String>,
+    /// Static API keys, comma-separated.
+    #[arg(long)]
+    pub api_keys: Option<String>,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> Result<ServeSettings> {
+        let mut l = Layers::from_process(v4_config::config_path(self.config.as_deref()));
+        l.flag("model", self.model.as_ref())
+            .flag("tokenizer", self.tokenizer.as_ref())
+            .flag("models_dir", self.models_dir.as_ref())
+            .flag("listen", self.listen.as_ref())
+            .flag("model_id", self.model_id.as_ref())
+            .flag("decode_workers", self.decode_workers)
+            .flag("max_batch", self.max_batch)
+            .flag("max_context", self.max_context)
+            .flag("nats_url", self.nats_url.as_ref())
+            .flag("api_keys", self.api_keys.as_ref());
+        l.sets(&self.set).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(v4_config::load(&l)?)
+    }
 }
 
 /// The demo model directory: the generated tokenizer and a small random model whose
@@ -94,22 +142,28 @@ pub fn demo_model(models_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub fn serve(a: &ServeArgs) -> Result<()> {
+pub fn serve(args: &ServeArgs) -> Result<()> {
+    let a = args.settings()?;
+    eprintln!("v4 serve: {}", v4_config::effective_line(&a));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
         .thread_name("v4-serve")
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve_async(a))
+    rt.block_on(serve_async(&a))
 }
 
-async fn serve_async(a: &ServeArgs) -> Result<()> {
+async fn serve_async(a: &ServeSettings) -> Result<()> {
     if a.decode_workers == 0 {
         bail!("--decode-workers must be at least 1");
     }
     let hub = v4_hub::HubOptions::from_env();
-    let (model_dir, description) = match &a.model {
+    let listen: SocketAddr = a
+        .listen
+        .parse()
+        .with_context(|| format!("listen: {:?} is not an address", a.listen))?;
+    let (model_dir, description) = match (!a.model.is_empty()).then_some(&a.model) {
         Some(m) => (
             v4_hub::resolve_dir(m, &["*.json", "*.safetensors", "tokenizer*"], &hub)
                 .await
@@ -117,12 +171,12 @@ async fn serve_async(a: &ServeArgs) -> Result<()> {
             None,
         ),
         None => {
-            let dir = a.models_dir.clone();
+            let dir = PathBuf::from(&a.models_dir);
             let d = tokio::task::spawn_blocking(move || demo_model(&dir)).await??;
             (d, Some(DEMO_DESCRIPTION.to_string()))
         }
     };
-    let tok_path = match &a.tokenizer {
+    let tok_path = match (!a.tokenizer.is_empty()).then_some(&a.tokenizer) {
         Some(t) => v4_hub::resolve_file(t, "tokenizer.json", &hub)
             .await
             .with_context(|| format!("--tokenizer {t}"))?,
@@ -168,14 +222,14 @@ async fn serve_async(a: &ServeArgs) -> Result<()> {
             instance_name: format!("decode{i}"),
             model_id: a.model_id.clone(),
             max_batch: a.max_batch,
-            max_context: a.max_context,
+            max_context: (a.max_context > 0).then_some(a.max_context),
             description: description.clone(),
             ..WorkerConfig::default()
         };
         workers.push(v4_worker::start(model.clone(), cfg, bus.clone()).await?);
     }
     let mut gw = v4_gateway::GatewayConfig {
-        listen: a.listen,
+        listen,
         api_keys: a.api_keys.clone(),
         ..v4_gateway::GatewayConfig::default()
     };

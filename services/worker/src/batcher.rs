@@ -186,6 +186,9 @@ pub(crate) struct Batcher {
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
     cancelled: VecDeque<String>,
+    /// Events of this step or command, sent after the load counters are updated (so a
+    /// client that sees a final event also sees the sequence gone from the counters).
+    outbox: Vec<Outbound>,
 }
 
 impl Batcher {
@@ -207,6 +210,7 @@ impl Batcher {
             waiting: VecDeque::new(),
             running: Vec::new(),
             cancelled: VecDeque::new(),
+            outbox: Vec::new(),
         }
     }
 
@@ -233,13 +237,14 @@ impl Batcher {
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         self.cancel_all();
+                        self.flush();
                         return;
                     }
                 }
             }
             self.admit();
             self.step();
-            self.publish_load();
+            self.flush();
         }
     }
 
@@ -259,7 +264,7 @@ impl Batcher {
             Command::CancelAll => self.cancel_all(),
             Command::Abort => return false,
         }
-        self.publish_load();
+        self.flush();
         true
     }
 
@@ -442,7 +447,7 @@ impl Batcher {
             if let (Some(last_logits), Some((decode_worker, request)), Some(cache)) =
                 (logits, s.handoff, s.cache)
             {
-                let _ = self.out.send(Outbound::Handoff(Box::new(HandoffJob {
+                self.outbox.push(Outbound::Handoff(Box::new(HandoffJob {
                     request: *request,
                     decode_worker,
                     cache,
@@ -475,7 +480,7 @@ impl Batcher {
             Some(r) => event.finished = Some(s.finished(r, None)),
             None => s.pending = Some(token),
         }
-        let _ = self.out.send(Outbound::Event {
+        self.outbox.push(Outbound::Event {
             subject: s.events.clone(),
             event,
         });
@@ -489,7 +494,7 @@ impl Batcher {
             let mut s = self.running.remove(i);
             let mut event = s.event(&self.instance, vec![], vec![]);
             event.finished = Some(s.finished(FinishReason::Error, Some(error.clone())));
-            let _ = self.out.send(Outbound::Event {
+            self.outbox.push(Outbound::Event {
                 subject: s.events.clone(),
                 event,
             });
@@ -528,10 +533,18 @@ impl Batcher {
         self.stats.cancelled.fetch_add(1, Relaxed);
         let mut event = s.event(&self.instance, vec![], vec![]);
         event.finished = Some(s.finished(FinishReason::Cancelled, None));
-        let _ = self.out.send(Outbound::Event {
+        self.outbox.push(Outbound::Event {
             subject: s.events.clone(),
             event,
         });
+    }
+
+    /// Publishes the load counters, then hands this round's events to the publisher.
+    fn flush(&mut self) {
+        self.publish_load();
+        for o in self.outbox.drain(..) {
+            let _ = self.out.send(o);
+        }
     }
 
     fn publish_load(&self) {

@@ -21,8 +21,10 @@ pub mod batcher;
 pub mod config;
 pub mod logprobs;
 pub mod service;
+pub mod settings;
 pub mod stats;
 
 pub use config::WorkerConfig;
 pub use service::{WorkerError, WorkerHandle, WorkerModel, start};
+pub use settings::WorkerSettings;
 pub use stats::StatsSnapshot;

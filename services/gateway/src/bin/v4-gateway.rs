@@ -1,17 +1,22 @@
 //! `v4-gateway`: DeepSeek's OpenAI and Anthropic APIs over the NATS mesh.
 //!
 //! Serves until SIGTERM or Ctrl-C, then stops gracefully: no new connections, in-flight
-//! requests may finish (at most `--shutdown-timeout-secs`), and exits 0.
+//! requests may finish (at most `shutdown_timeout_secs`), and exits 0.
+//!
+//! Configuration: `GatewaySettings` (defaults < `--config FILE` / `V4_CONFIG` < environment
+//! < flags and `--set KEY=VALUE`), logged once at start with the API keys masked.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use v4_bus::Bus;
-use v4_gateway::{GatewayConfig, ModelMap};
+use v4_config::Layers;
+use v4_gateway::GatewaySettings;
 
-/// Configuration, resolved once at start-up: flags, else environment, else defaults.
+/// Flags. Configuration is layered: built-in defaults < config file (`--config` or
+/// `V4_CONFIG`) < environment (`V4_GATEWAY_<KEY>`, `V4_NATS_URL`, `V4_NATS_NAMESPACE`) <
+/// flags (these and `--set KEY=VALUE`). A flag only overrides when it is given.
 #[derive(Debug, Parser)]
 #[command(
     name = "v4-gateway",
@@ -19,93 +24,76 @@ use v4_gateway::{GatewayConfig, ModelMap};
     about = "DeepSeek-V4 HTTP gateway (OpenAI and Anthropic APIs)"
 )]
 struct Args {
-    /// NATS server of the mesh.
-    #[arg(long, env = "V4_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// Subject namespace: talk to `<namespace>.v4.v1.*` (several stacks on one NATS).
-    #[arg(long, env = "V4_NATS_NAMESPACE")]
+    /// Configuration file (TOML, JSON or YAML, by extension); default: `V4_CONFIG`.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Sets any configuration key (repeatable); wins over every other layer.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// NATS server of the mesh [key nats_url].
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Subject namespace: talk to `<namespace>.v4.v1.*` (several stacks on one NATS)
+    /// [key namespace].
+    #[arg(long)]
     namespace: Option<String>,
-    /// Address to listen on (port 0: any free port).
-    #[arg(long, env = "V4_GATEWAY_LISTEN", default_value = "127.0.0.1:8000")]
-    listen: SocketAddr,
-    /// Instance name (logs).
-    #[arg(long, env = "V4_GATEWAY_INSTANCE", default_value = "gateway")]
-    instance: String,
-    /// HTTP worker threads (default: CPUs, at most 8).
-    #[arg(long, env = "V4_GATEWAY_WORKERS")]
+    /// Address to listen on (port 0: any free port) [key listen].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Instance name (logs) [key instance].
+    #[arg(long)]
+    instance: Option<String>,
+    /// HTTP worker threads (default: CPUs, at most 8) [key workers].
+    #[arg(long)]
     workers: Option<usize>,
     /// API model ids and the served model each runs on: `API_ID=SERVED_ID` (or `ID`),
-    /// comma-separated. Default: deepseek-v4-flash and deepseek-v4-pro, each on itself.
-    #[arg(long, env = "V4_GATEWAY_MODELS", value_delimiter = ',')]
-    models: Vec<String>,
-    /// Largest request body in bytes.
-    #[arg(long, env = "V4_GATEWAY_MAX_BODY_BYTES", default_value_t = 32 * 1024 * 1024)]
-    max_body_bytes: usize,
-    /// Largest max_tokens a request may ask for.
-    #[arg(long, env = "V4_GATEWAY_MAX_TOKENS", default_value_t = 384 * 1024)]
-    max_tokens_limit: u32,
-    /// Seconds between SSE keep-alives while a stream waits.
-    #[arg(long, env = "V4_GATEWAY_KEEP_ALIVE_SECS", default_value_t = 10.0)]
-    keep_alive_secs: f64,
-    /// Seconds to wait for the tokenizer and the scheduler per request.
-    #[arg(long, env = "V4_GATEWAY_BUS_TIMEOUT_SECS", default_value_t = 30.0)]
-    bus_timeout_secs: f64,
-    /// Seconds an accepted generation may take to produce its first tokens.
-    #[arg(
-        long,
-        env = "V4_GATEWAY_FIRST_EVENT_TIMEOUT_SECS",
-        default_value_t = 600.0
-    )]
-    first_event_timeout_secs: f64,
-    /// Static API keys, comma-separated (empty: no authentication).
-    #[arg(
-        long,
-        env = "V4_GATEWAY_API_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    api_keys: Vec<String>,
-    /// Seconds a graceful stop waits for in-flight requests.
-    #[arg(long, env = "V4_GATEWAY_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
-    shutdown_timeout_secs: u64,
-}
-
-fn secs(name: &str, s: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(s).with_context(|| format!("--{name} {s}: not a duration"))
+    /// comma-separated. Default: deepseek-v4-flash and deepseek-v4-pro, each on itself
+    /// [key models].
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+    /// Largest request body in bytes [key max_body_bytes].
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Largest max_tokens a request may ask for [key max_tokens_limit].
+    #[arg(long)]
+    max_tokens_limit: Option<u32>,
+    /// Seconds between SSE keep-alives while a stream waits [key keep_alive_secs].
+    #[arg(long)]
+    keep_alive_secs: Option<f64>,
+    /// Seconds to wait for the tokenizer and the scheduler per request [key bus_timeout_secs].
+    #[arg(long)]
+    bus_timeout_secs: Option<f64>,
+    /// Seconds an accepted generation may take to produce its first tokens
+    /// [key first_event_timeout_secs].
+    #[arg(long)]
+    first_event_timeout_secs: Option<f64>,
+    /// Static API keys, comma-separated (empty: no authentication) [key api_keys].
+    #[arg(long, value_delimiter = ',')]
+    api_keys: Option<Vec<String>>,
+    /// Seconds a graceful stop waits for in-flight requests [key shutdown_timeout_secs].
+    #[arg(long)]
+    shutdown_timeout_secs: Option<u64>,
 }
 
 impl Args {
-    fn config(&self) -> Result<GatewayConfig> {
-        let mut c = GatewayConfig {
-            listen: self.listen,
-            instance: self.instance.clone(),
-            max_body_bytes: self.max_body_bytes,
-            max_tokens_limit: self.max_tokens_limit,
-            keep_alive: secs("keep-alive-secs", self.keep_alive_secs)?,
-            bus_timeout: secs("bus-timeout-secs", self.bus_timeout_secs)?,
-            first_event_timeout: secs("first-event-timeout-secs", self.first_event_timeout_secs)?,
-            api_keys: self
-                .api_keys
-                .iter()
-                .map(|k| k.trim().to_string())
-                .filter(|k| !k.is_empty())
-                .collect(),
-            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
-            ..GatewayConfig::default()
-        };
-        if let Some(w) = self.workers {
-            c.workers = w;
-        }
-        if !self.models.is_empty() {
-            let pairs = self
-                .models
-                .iter()
-                .map(|m| ModelMap::parse_entry(m).map_err(anyhow::Error::msg))
-                .collect::<Result<Vec<_>>>()
-                .context("--models")?;
-            c.models = ModelMap::new(pairs);
-        }
-        Ok(c)
+    /// The layers above the defaults: the file, the process environment, then the flags.
+    fn layers(&self) -> Result<Layers> {
+        let mut l = Layers::from_process(v4_config::config_path(self.config.as_deref()));
+        l.flag("nats_url", self.nats_url.as_ref())
+            .flag("namespace", self.namespace.as_ref())
+            .flag("listen", self.listen.as_ref())
+            .flag("instance", self.instance.as_ref())
+            .flag("workers", self.workers)
+            .flag("models", self.models.as_ref().map(|m| m.join(",")))
+            .flag("max_body_bytes", self.max_body_bytes)
+            .flag("max_tokens_limit", self.max_tokens_limit)
+            .flag("keep_alive_secs", self.keep_alive_secs)
+            .flag("bus_timeout_secs", self.bus_timeout_secs)
+            .flag("first_event_timeout_secs", self.first_event_timeout_secs)
+            .flag("api_keys", self.api_keys.as_ref().map(|k| k.join(",")))
+            .flag("shutdown_timeout_secs", self.shutdown_timeout_secs);
+        l.sets(&self.set).map_err(anyhow::Error::msg)?;
+        Ok(l)
     }
 }
 
@@ -139,12 +127,22 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = args.config()?;
-    let mut bus = Bus::connect(&args.nats_url, &format!("v4-gateway {}", config.instance))
-        .await
-        .context("connecting to NATS")?;
-    if let Some(ns) = &args.namespace {
-        bus = bus.with_namespace(ns).context("--namespace")?;
+    // Everything is resolved and checked before anything connects.
+    let settings: GatewaySettings =
+        v4_config::load(&args.layers()?).context("configuration of v4-gateway")?;
+    eprintln!("v4-gateway: {}", v4_config::effective_line(&settings));
+    let config = settings
+        .to_config()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration of the gateway")?;
+    let mut bus = Bus::connect(
+        &settings.nats_url,
+        &format!("v4-gateway {}", config.instance),
+    )
+    .await
+    .with_context(|| format!("connecting to NATS at {}", settings.nats_url))?;
+    if let Some(ns) = settings.nats_namespace() {
+        bus = bus.with_namespace(ns).context("namespace")?;
     }
     let summary = config.summary();
     let gateway = v4_gateway::start(config, bus.clone())
@@ -153,9 +151,9 @@ async fn main() -> Result<()> {
     eprintln!(
         "v4-gateway: serving on http://{} (nats {}{}) {summary}",
         gateway.local_addr(),
-        args.nats_url,
-        args.namespace
-            .as_deref()
+        settings.nats_url,
+        settings
+            .nats_namespace()
             .map(|n| format!(", namespace {n}"))
             .unwrap_or_default(),
     );

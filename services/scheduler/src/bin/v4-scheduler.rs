@@ -1,31 +1,40 @@
 //! `v4-scheduler`: admission and worker placement over NATS.
+//!
+//! Configuration: built-in defaults < `--config FILE` (or `V4_CONFIG`) < `V4_SCHEDULER_*` and
+//! the shared variables < flags (`docs/CONFIG.md`).
 
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use v4_bus::Bus;
-use v4_scheduler::SchedulerConfig;
+use v4_config::Layers;
+use v4_scheduler::SchedulerSettings;
 
-/// Configuration, resolved once at start-up: flags, else environment, else defaults.
+/// Flags override the environment, the config file and the defaults.
 #[derive(Debug, Parser)]
 #[command(name = "v4-scheduler", version, about = "DeepSeek-V4 scheduler (NATS)")]
-struct Config {
-    #[arg(long, env = "V4_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    #[arg(long, env = "V4_NATS_NAMESPACE")]
+struct Args {
+    /// Config file (TOML, JSON or YAML); default: $V4_CONFIG.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Set any key: `--set max_attempts=5` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[arg(long)]
+    nats_url: Option<String>,
+    #[arg(long)]
     namespace: Option<String>,
-    /// Milliseconds a worker may take to accept a forwarded request.
-    #[arg(long, env = "V4_SCHEDULER_FORWARD_TIMEOUT_MS", default_value_t = 5000)]
-    forward_timeout_ms: u64,
-    /// Workers tried per request.
-    #[arg(long, env = "V4_SCHEDULER_MAX_ATTEMPTS", default_value_t = 3)]
-    max_attempts: usize,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let c = Config::parse();
+    let a = Args::parse();
+    let mut l = Layers::from_process(v4_config::config_path(a.config.as_deref()));
+    l.flag("nats_url", a.nats_url.as_ref())
+        .flag("namespace", a.namespace.as_ref());
+    l.sets(&a.set).map_err(|e| anyhow!(e))?;
+    let s: SchedulerSettings = v4_config::load(&l)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -33,22 +42,14 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    eprintln!("v4-scheduler: config {c:?}");
-    let mut bus = Bus::connect(&c.nats_url, "v4-scheduler")
+    eprintln!("v4-scheduler: {}", v4_config::effective_line(&s));
+    let mut bus = Bus::connect(&s.nats_url, "v4-scheduler")
         .await
         .context("connecting to NATS")?;
-    if let Some(ns) = &c.namespace {
-        bus = bus.with_namespace(ns).context("--namespace")?;
+    if let Some(ns) = &s.namespace {
+        bus = bus.with_namespace(ns).context("namespace")?;
     }
-    let handle = v4_scheduler::start(
-        SchedulerConfig {
-            forward_timeout: Duration::from_millis(c.forward_timeout_ms),
-            max_attempts: c.max_attempts,
-            ..SchedulerConfig::default()
-        },
-        bus.clone(),
-    )
-    .await?;
+    let handle = v4_scheduler::start(s.to_config(), bus.clone()).await?;
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {

@@ -15,6 +15,7 @@
 mod client;
 mod handlers;
 mod sessions;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use v4_protocol::tokenizer::{
 use crate::Tokenizer;
 pub use client::{DecodeSession, TokenizerClient};
 use sessions::{SessionConfig, Sessions};
+pub use settings::TokenizerSettings;
 pub use subjects::QUEUE_GROUP;
 
 /// Settings of one service instance.
