@@ -489,7 +489,8 @@ async fn publish_event(bus: &Bus, subject: &str, event: &GenerationEvent) {
 /// The prefill side of the handoff state machine: the job owns the cache until the decode
 /// worker accepts it; on any refusal or failure the generation ends here with one final
 /// event (cancelled or error), and a timeout also broadcasts a cancel in case the decode
-/// worker did take it.
+/// worker did take it. A cache too large for the bus's transfer limit is not lost either: the
+/// request goes to the decode worker's generate subject instead, and it prefills itself.
 async fn hand_off(bus: Bus, identity: Identity, job: HandoffJob, timeout: Duration) {
     let HandoffJob {
         request,
@@ -507,6 +508,7 @@ async fn hand_off(bus: Bus, identity: Identity, job: HandoffJob, timeout: Durati
         for x in &last_logits {
             logits.extend_from_slice(&x.to_le_bytes());
         }
+        let fallback = request.clone();
         let handoff = KvHandoff {
             request,
             model_fingerprint: identity.fingerprint.clone(),
@@ -521,6 +523,22 @@ async fn hand_off(bus: Bus, identity: Identity, job: HandoffJob, timeout: Durati
             .await
         {
             Ok(_) => Ok(()),
+            Err(e) if e.is_payload_too_large() => {
+                tracing::info!(request_id = %request_id, error = %e,
+                    "cache too large to hand off; the decode worker prefills itself");
+                let subject = subjects::generate(&decode_worker)
+                    .map_err(|e| ServiceError::internal(e.to_string()))?;
+                match bus
+                    .request_json::<_, GenerateAccepted>(subject.as_str(), &fallback, timeout)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(v4_bus::CallError::Service(e)) => Err(e),
+                    Err(e) => Err(ServiceError::unavailable(format!(
+                        "decode worker {decode_worker} did not take the request: {e}"
+                    ))),
+                }
+            }
             Err(v4_bus::CallError::Service(e)) => Err(e),
             Err(e) => {
                 if e.kind() == v4_protocol::ErrorKind::Timeout {

@@ -500,3 +500,38 @@ async fn every_worker_heartbeats_at_its_interval() {
     w1.drain(Duration::from_secs(1)).await;
     w2.drain(Duration::from_secs(1)).await;
 }
+
+/// A cache over the bus's transfer limit is not lost: the decode worker prefills itself and
+/// the output is still exactly the engine's.
+#[tokio::test]
+async fn a_cache_too_large_to_hand_off_falls_back_to_the_decode_worker() {
+    let bus = Bus::in_process();
+    let small = bus.clone().with_budget(v4_bus::SizeBudget {
+        max_transfer: 8 * 1024,
+        ..v4_bus::SizeBudget::default()
+    });
+    let sched = v4_scheduler::start(prefill_scheduler(), bus.clone())
+        .await
+        .unwrap();
+    let p = v4_worker::start(model(), prefill_config(), small)
+        .await
+        .unwrap();
+    let d = v4_worker::start(model(), config(4, 8), bus.clone())
+        .await
+        .unwrap();
+    let prompt: Vec<u32> = (0..40u32).map(|i| (i * 13 + 2) % 500).collect();
+    let run = submit(&bus, request("big-cache", prompt.clone(), 5))
+        .await
+        .unwrap();
+    assert_eq!(run.accepted.worker, p.instance());
+    let (tokens, last) = run.finish().await;
+    assert_eq!(tokens, reference(&prompt, 5));
+    let f = last.finished.unwrap();
+    assert_eq!((f.reason, f.prompt_tokens), (FinishReason::Length, 40));
+    assert_eq!(last.worker.as_deref(), Some(d.instance()));
+    // The decode worker prefilled the 40 tokens itself (chunks of 7) before its 4 decode steps.
+    assert!(d.stats().steps >= 6 + 4, "{:?}", d.stats());
+    d.drain(Duration::from_secs(1)).await;
+    p.drain(Duration::from_secs(1)).await;
+    sched.drain().await;
+}
