@@ -1,5 +1,5 @@
 //! [`Driver`]: one accepted generation turned into API output. It reads the generation's
-//! events, feeds their ids to a tokenizer decode session (opened at the first event), applies
+//! events, feeds their ids to a tokenizer decode session (opened in the background as soon as the generation is accepted, reopened once if it expired before the first event), applies
 //! the stop strings and the tool-call policy, converts logprobs, counts reasoning tokens, and
 //! yields [`Update`]s: deltas, then one [`Outcome`]. The streaming and the non-streaming
 //! answers of both APIs are built from the same updates, so they always agree.
@@ -150,8 +150,9 @@ impl ReasoningCounter {
 pub(crate) struct Driver {
     mesh: Arc<Mesh>,
     generation: Generation,
-    /// Set until the decode session is opened (at the first event).
-    open: Option<DecodeOpen>,
+    /// Set until the first event: the session request, and its answer being fetched in the
+    /// background meanwhile (so the first token does not wait for a round trip).
+    open: Option<(DecodeOpen, PendingOpen)>,
     guard: Guard,
     stop: StopMatcher,
     tool_calls: ToolCalls,
@@ -162,6 +163,26 @@ pub(crate) struct Driver {
     prompt_tokens: u64,
     tool_calls_sent: usize,
     done: Option<Outcome>,
+    /// The session request, kept until the first feed succeeded (to reopen an expired one).
+    reopen: Option<DecodeOpen>,
+}
+
+/// A decode session being opened in the background.
+type PendingOpen = tokio::task::JoinHandle<Result<DecodeSession, v4_bus::CallError>>;
+
+impl Drop for Driver {
+    /// A session opened for a generation that ended before its first event is closed.
+    fn drop(&mut self) {
+        if let Some((_, pending)) = self.open.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                if let Ok(Ok(session)) = pending.await {
+                    let _ = session.close().await;
+                }
+            });
+        }
+    }
 }
 
 impl Driver {
@@ -180,6 +201,10 @@ impl Driver {
             skip_special_tokens: false,
             tool_call_id_prefix: Some(tool_call_id_prefix),
         };
+        let pending = {
+            let (mesh, open) = (mesh.clone(), open.clone());
+            tokio::spawn(async move { mesh.tokenizer.open_decode(&open).await })
+        };
         Driver {
             guard: Guard {
                 mesh: mesh.clone(),
@@ -189,7 +214,7 @@ impl Driver {
             },
             mesh,
             generation,
-            open: Some(open),
+            open: Some((open, pending)),
             stop: StopMatcher::new(req.stop.clone()),
             tool_calls: req.tool_calls,
             logprobs: req.logprobs.is_some(),
@@ -202,6 +227,7 @@ impl Driver {
             prompt_tokens: prompt.prompt_tokens,
             tool_calls_sent: 0,
             done: None,
+            reopen: None,
         }
     }
 
@@ -283,23 +309,49 @@ impl Driver {
     async fn decode(&mut self, ids: &[u32], last: bool) -> Result<DecodeDeltas, Failure> {
         let tokenizer_failed =
             |e: v4_bus::CallError| Failure::Generation(format!("the tokenizer failed: {e}"));
-        if let Some(open) = self.open.take() {
-            let session = self
-                .mesh
-                .tokenizer
-                .open_decode(&open)
-                .await
-                .map_err(tokenizer_failed)?;
-            self.guard.session = Some(session);
+        let mut fresh = false;
+        if let Some((open, pending)) = self.open.take() {
+            let session = match pending.await {
+                Ok(opened) => opened,
+                Err(_) => self.mesh.tokenizer.open_decode(&open).await,
+            };
+            self.guard.session = Some(session.map_err(tokenizer_failed)?);
+            self.reopen = Some(open);
+            fresh = true;
         }
+        let result = self.feed_session(ids, last).await;
+        // A session opened before a long prefill may have expired before its first feed
+        // (nothing was fed yet, so nothing is lost): open it again once.
+        let expired = matches!(&result, Err(v4_bus::CallError::Service(e))
+            if e.kind == v4_protocol::ErrorKind::NotFound);
+        match (fresh, expired, self.reopen.take()) {
+            (true, true, Some(open)) => {
+                let session = self
+                    .mesh
+                    .tokenizer
+                    .open_decode(&open)
+                    .await
+                    .map_err(tokenizer_failed)?;
+                self.guard.session = Some(session);
+                self.feed_session(ids, last).await.map_err(tokenizer_failed)
+            }
+            _ => result.map_err(tokenizer_failed),
+        }
+    }
+
+    async fn feed_session(
+        &mut self,
+        ids: &[u32],
+        last: bool,
+    ) -> Result<DecodeDeltas, v4_bus::CallError> {
         if last {
             match self.guard.session.take() {
-                Some(s) => s.finish(ids).await.map_err(tokenizer_failed),
+                Some(s) => s.finish(ids).await,
                 None => Ok(DecodeDeltas::default()),
             }
         } else {
             match self.guard.session.as_mut() {
-                Some(s) => s.feed(ids).await.map_err(tokenizer_failed),
+                Some(s) => s.feed(ids).await,
                 None => Ok(DecodeDeltas::default()),
             }
         }

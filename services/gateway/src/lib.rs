@@ -197,6 +197,13 @@ pub async fn start(config: GatewayConfig, bus: Bus) -> Result<GatewayHandle, Gat
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
+    // Small SSE frames go out at once: without TCP_NODELAY, Nagle's algorithm holds a frame
+    // until the client acknowledges the previous one (up to its 40 ms delayed-ACK timer).
+    .on_connect(|conn, _ext| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .workers(config.workers)
     .disable_signals()
     .shutdown_timeout(config.shutdown_timeout.as_secs())
