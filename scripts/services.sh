@@ -8,6 +8,9 @@
 # * Python `gguf` (llama.cpp's reader, PyPI): the GGUF tests cross-check our files with it.
 # * The official `openai` and `anthropic` Python SDKs in a virtual environment
 #   (V4_TEST_PYTHON): the end-to-end tests drive the gateway with them.
+# * PostgreSQL 15 on 127.0.0.1:5432 (trust auth, user postgres; started with pg_ctlcluster if
+#   it is installed but down): the ledger tests create a database each (V4_TEST_POSTGRES_URL);
+#   the ones left by earlier runs are dropped here.
 set -euo pipefail
 
 V4_TEST_NATS_PORT="${V4_TEST_NATS_PORT:-4333}"
@@ -72,5 +75,20 @@ fi
 sdk_ok || { echo "error: the SDK virtual environment at $sdk_venv is unusable" >&2; exit 1; }
 export V4_TEST_PYTHON="$sdk_venv/bin/python"
 
+V4_TEST_POSTGRES_URL="${V4_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432; }
+if ! pg_up && command -v pg_ctlcluster >/dev/null; then
+  pg_ctlcluster 15 main start >/dev/null 2>&1 || true
+  for _ in $(seq 1 50); do pg_up && break; sleep 0.2; done
+fi
+if ! pg_up; then
+  echo "error: PostgreSQL is not accepting connections on 127.0.0.1:5432" >&2
+  exit 1
+fi
+for db in $(psql "$V4_TEST_POSTGRES_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'v4_ledger_test_%'"); do
+  psql "$V4_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+done
+export V4_TEST_POSTGRES_URL
+
 export V4_TEST_NATS_URL="nats://127.0.0.1:$V4_TEST_NATS_PORT"
-echo "services: NATS (JetStream) at $V4_TEST_NATS_URL ($("$nats_bin" --version)), python gguf $GGUF_PY_VERSION, SDKs openai $OPENAI_PY_VERSION / anthropic $ANTHROPIC_PY_VERSION in $sdk_venv"
+echo "services: NATS (JetStream) at $V4_TEST_NATS_URL ($("$nats_bin" --version)), python gguf $GGUF_PY_VERSION, SDKs openai $OPENAI_PY_VERSION / anthropic $ANTHROPIC_PY_VERSION in $sdk_venv, PostgreSQL at $V4_TEST_POSTGRES_URL"

@@ -81,6 +81,7 @@ pub mod generate;
 pub mod ids;
 pub mod subject;
 pub mod tokenizer;
+pub mod usage;
 
 pub use budget::{
     DEFAULT_MAX_PAYLOAD, DEFAULT_MAX_TRANSFER, HEADER_ROOM, PayloadTooLarge, SizeBudget,

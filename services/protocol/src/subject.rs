@@ -178,6 +178,17 @@ pub mod worker {
     }
 }
 
+/// Usage metering.
+pub mod usage {
+    /// [`crate::usage::UsageEvent`]s are published here (one per request, message id = the
+    /// request id).
+    pub const SUBJECT: &str = "v4.v1.usage.events";
+    /// The JetStream stream that keeps them until the ledger writer has applied them.
+    pub const STREAM: &str = "V4_USAGE";
+    /// The ledger writers' durable consumer.
+    pub const CONSUMER: &str = "ledger-writer";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
