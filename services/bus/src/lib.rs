@@ -172,6 +172,19 @@ impl Bus {
         self.namespace.as_deref()
     }
 
+    /// The NATS client, when this bus is NATS (JetStream users need it).
+    pub fn nats_client(&self) -> Option<&async_nats::Client> {
+        match &self.transport {
+            Transport::Nats(c) => Some(c),
+            Transport::InProc(_) => None,
+        }
+    }
+
+    /// `subject` as it appears on the wire (with this handle's namespace).
+    pub fn wire_subject(&self, subject: &str) -> String {
+        self.scoped(subject).into_owned()
+    }
+
     fn scoped<'a>(&self, subject: &'a str) -> Cow<'a, str> {
         match &self.namespace {
             Some(ns) => Cow::Owned(format!("{ns}.{subject}")),

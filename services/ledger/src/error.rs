@@ -13,6 +13,8 @@ pub enum LedgerError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("usage stream: {0}")]
+    Stream(String),
     #[error("no random numbers from the operating system: {0}")]
     Random(#[from] getrandom::Error),
 }

@@ -15,7 +15,9 @@ pub mod error;
 pub mod keys;
 pub mod pricing;
 pub mod store;
+pub mod writer;
 
 pub use error::LedgerError;
 pub use pricing::{PriceSet, TOKEN_CLASSES};
 pub use store::{ApiKey, Applied, KeyLimits, Ledger, Tenant, UsageRow, now_ms};
+pub use writer::{UsageStream, WriterConfig, WriterStats, run_writer};
