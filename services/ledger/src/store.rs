@@ -89,6 +89,46 @@ pub struct Ledger {
     pool: AnyPool,
 }
 
+/// Rows per multi-row statement (14 parameters each: far below both databases' limits).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `head` + `rows` groups of `cols` numbered placeholders (`($1, $2), ($3, $4)`) + `tail`.
+/// Only placeholders are generated: no value ever enters the SQL text.
+fn multi_row(head: &str, cols: usize, rows: usize, tail: &str) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * cols + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// The usage debit entries of `rows` events: (tenant, amount, request id, time) each.
+fn usage_entries_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO ledger_entries (tenant_id, amount_micros, kind, request_id, created_ms) VALUES ",
+    );
+    for r in 0..rows {
+        let b = r * 4;
+        sql.push_str(&format!(
+            "{}(${}, ${}, 'usage', ${}, ${})",
+            if r == 0 { "" } else { ", " },
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4
+        ));
+    }
+    sql
+}
+
 /// The columns [`key_from_row`] reads.
 macro_rules! key_columns {
     () => {
@@ -383,14 +423,13 @@ impl Ledger {
     }
 
     /// Records a batch of usage events in one transaction: each request id at most once
-    /// (a request id already recorded changes nothing), its cost at the prices in force when
-    /// it started, debited from its tenant. Either the whole batch is applied or nothing.
+    /// (a request id already recorded, or repeated in the batch, changes nothing), its cost at
+    /// the prices in force when it started, debited from the tenant its key belongs to. Either
+    /// the whole batch is applied or nothing. A few statements per batch, not per event.
     pub async fn apply_usage(&self, events: &[UsageEvent]) -> Result<Vec<Applied>, LedgerError> {
         let mut tx = self.pool.begin().await?;
         let prices = self.prices(&mut tx).await?;
         let mut tenants: HashMap<String, Option<String>> = HashMap::new();
-        let mut out = Vec::with_capacity(events.len());
-        let now = now_ms();
         for e in events {
             if !tenants.contains_key(&e.key_id) {
                 let row = sqlx::query("SELECT tenant_id FROM api_keys WHERE id = $1")
@@ -402,55 +441,82 @@ impl Ledger {
                     .transpose()?;
                 tenants.insert(e.key_id.clone(), tenant);
             }
-            // The key decides the tenant (an event cannot bill another tenant).
-            let Some(tenant) = tenants[&e.key_id].clone() else {
-                out.push(Applied::UnknownKey);
-                continue;
-            };
-            let mode = e.mode.as_str();
-            let cost = price_set(&prices, &e.model, mode, e.started_ms).cost(&e.tokens);
-            let t = &e.tokens;
-            let r = sqlx::query(
+        }
+        // What each event would record; the key decides the tenant (an event cannot bill
+        // another tenant).
+        let mut out = vec![Applied::Duplicate; events.len()];
+        let mut rows: Vec<(usize, String, i64)> = Vec::new(); // (event, tenant, cost)
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in events.iter().enumerate() {
+            match &tenants[&e.key_id] {
+                None => out[i] = Applied::UnknownKey,
+                Some(t) if seen.insert(e.request_id.as_str()) => {
+                    let cost =
+                        price_set(&prices, &e.model, e.mode.as_str(), e.started_ms).cost(&e.tokens);
+                    rows.push((i, t.clone(), cost));
+                }
+                Some(_) => {} // repeated inside the batch
+            }
+        }
+        let now = now_ms();
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row(
                 "INSERT INTO usage_records (request_id, tenant_id, key_id, model, mode, status, \
                  started_ms, finished_ms, input_cache_hit, input_cache_miss, output_reasoning, \
-                 output_answer, cost_micros, recorded_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 ON CONFLICT (request_id) DO NOTHING",
-            )
-            .bind(&e.request_id)
-            .bind(&tenant)
-            .bind(&e.key_id)
-            .bind(&e.model)
-            .bind(mode)
-            .bind(e.status.as_str())
-            .bind(e.started_ms)
-            .bind(e.finished_ms)
-            .bind(t.input_cache_hit as i64)
-            .bind(t.input_cache_miss as i64)
-            .bind(t.output_reasoning as i64)
-            .bind(t.output_answer as i64)
-            .bind(cost)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if r.rows_affected() == 0 {
-                out.push(Applied::Duplicate);
-                continue;
+                 output_answer, cost_micros, recorded_ms) VALUES ",
+                14,
+                chunk.len(),
+                " ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (i, tenant, cost) in chunk {
+                let e = &events[*i];
+                let t = &e.tokens;
+                q = q
+                    .bind(e.request_id.clone())
+                    .bind(tenant.clone())
+                    .bind(e.key_id.clone())
+                    .bind(e.model.clone())
+                    .bind(e.mode.as_str())
+                    .bind(e.status.as_str())
+                    .bind(e.started_ms)
+                    .bind(e.finished_ms)
+                    .bind(t.input_cache_hit as i64)
+                    .bind(t.input_cache_miss as i64)
+                    .bind(t.output_reasoning as i64)
+                    .bind(t.output_answer as i64)
+                    .bind(*cost)
+                    .bind(now);
             }
-            sqlx::query(
-                "INSERT INTO ledger_entries (tenant_id, amount_micros, kind, request_id, created_ms) \
-                 VALUES ($1, $2, 'usage', $3, $4)",
-            )
-            .bind(&tenant)
-            .bind(-cost)
-            .bind(&e.request_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            add_to_balance(&mut tx, &tenant, -cost).await?;
-            out.push(Applied::Recorded { cost_micros: cost });
+            for r in q.fetch_all(&mut *tx).await? {
+                inserted.insert(r.try_get::<String, _>("request_id")?);
+            }
+        }
+        let new: Vec<&(usize, String, i64)> = rows
+            .iter()
+            .filter(|(i, _, _)| inserted.contains(&events[*i].request_id))
+            .collect();
+        let mut per_tenant: BTreeMap<&str, i64> = BTreeMap::new();
+        for chunk in new.chunks(ROWS_PER_STATEMENT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(usage_entries_sql(chunk.len())));
+            for (i, tenant, cost) in chunk {
+                q = q
+                    .bind(tenant.clone())
+                    .bind(-cost)
+                    .bind(events[*i].request_id.clone())
+                    .bind(now);
+                *per_tenant.entry(tenant.as_str()).or_default() -= cost;
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for (tenant, delta) in &per_tenant {
+            add_to_balance(&mut tx, tenant, *delta).await?;
         }
         tx.commit().await?;
+        for (i, _, cost) in new {
+            out[*i] = Applied::Recorded { cost_micros: *cost };
+        }
         Ok(out)
     }
 
