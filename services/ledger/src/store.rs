@@ -148,6 +148,9 @@ impl Ledger {
         let pool = AnyPoolOptions::new()
             // SQLite serializes writers anyway; one connection avoids "database is locked".
             .max_connections(if sqlite { 1 } else { 16 })
+            // A database that is down fails an operation within seconds (the writer then
+            // leaves the events in the stream and retries) instead of hanging.
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .connect(url)
             .await
             .map_err(|e| LedgerError::Connect {
