@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod money;
 pub mod pricing;
 pub mod store;
 pub mod writer;

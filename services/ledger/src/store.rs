@@ -413,6 +413,48 @@ impl Ledger {
         Ok(map)
     }
 
+    /// Every price row: (model, mode, token class, effective ms, micro-units per 1M tokens).
+    pub async fn list_prices(
+        &self,
+    ) -> Result<Vec<(String, String, String, i64, i64)>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT model, mode, token_class, effective_ms, micros_per_million FROM prices \
+             ORDER BY model, mode, token_class, effective_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("model")?,
+                    r.try_get("mode")?,
+                    r.try_get("token_class")?,
+                    r.try_get("effective_ms")?,
+                    r.try_get("micros_per_million")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The tenant named `name_or_id` (by id first, then by name).
+    pub async fn find_tenant(&self, name_or_id: &str) -> Result<Tenant, LedgerError> {
+        let row = sqlx::query(
+            "SELECT id, name, overdraft_micros FROM tenants WHERE id = $1 OR name = $1 \
+             ORDER BY CASE WHEN id = $1 THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(name_or_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Tenant {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                overdraft_micros: r.try_get("overdraft_micros")?,
+            }),
+            None => Err(LedgerError::NotFound(format!("tenant {name_or_id:?}"))),
+        }
+    }
+
     /// The prices in force at `at_ms` (a class without a price costs 0).
     pub async fn price_at(
         &self,

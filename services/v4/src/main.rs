@@ -3,6 +3,7 @@
 //! Subcommands: `serve` (the all-in-one mesh), `info`, `logits`, `generate`, `init`, `bench`,
 //! `tokenize`, `chat encode|parse`.
 
+mod admin;
 mod bench;
 mod chat_encode_cmd;
 mod chat_parse_cmd;
@@ -76,6 +77,8 @@ enum Command {
         #[command(subcommand)]
         command: ChatCommand,
     },
+    /// The ledger: tenants, API keys, prices, credits, balances, usage.
+    Admin(admin::AdminArgs),
     /// Configuration of the services.
     Config {
         #[command(subcommand)]
@@ -144,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::logits(&model, &ids, &out, mtp),
         Command::Generate(args) => commands::generate(&args),
         Command::Serve(args) => serve::serve(&args),
+        Command::Admin(args) => admin::run(&args),
         Command::Config {
             command: ConfigCommand::Docs,
         } => {
