@@ -37,16 +37,22 @@
 //! The kernels only change *which* dots are computed together (so a weight row loaded once serves
 //! several input rows) and in which order the independent block computations run; each dot's own
 //! sequence of floating-point operations is untouched. Hence a single decode row is bit-identical
-//! to the same row inside a batch.
+//! to the same row inside a batch. Two implementation devices keep this: the horizontal sums of up
+//! to eight dots are done together with a transposed tree that performs, per dot, exactly the
+//! additions of step 2 (`x86::block_sums`), and on CPUs with AVX-512F/VL the dense kernels hold
+//! `acc0` and `acc1` as the two halves of one 16-lane register (one 16-lane FMA per 16-element
+//! step; `x86::block512`), which gives the same bits as the AVX2 kernels, so the result depends on
+//! AVX2 + FMA being present but not on AVX-512. (NaN payloads are not specified.)
 //!
 //! # Parallelism and tiling
 //!
 //! Work is split over tiles of output rows (and, for large batches, blocks of input rows) on the
-//! current rayon pool; the `i` dimension is never split across threads. For decode (at most
-//! [`DECODE_MAX_ROWS`] rows) each small group of weight rows is streamed once, front to back, and
-//! multiplied with all input rows while it is in L1. For prefill, a `KC`-wide slice of a 64-row
-//! weight tile stays in cache while groups of three input rows sweep over it, so each weight
-//! element is read from memory once per 64 input rows and converted once per 3.
+//! current rayon pool; the `i` dimension is never split across threads. Each task writes its
+//! window of `y` in place. For decode (at most [`DECODE_MAX_ROWS`] rows) each small group of
+//! weight rows is streamed once, front to back, and multiplied with all input rows while it is in
+//! L1. For prefill, a `KC`-wide slice of a 64-row weight tile stays in cache while groups of three
+//! input rows (four for dense weights on AVX-512) sweep over it, so each weight element is read
+//! from memory once per 64 input rows and converted once per 3 (4).
 
 mod format;
 mod q8;
@@ -65,7 +71,7 @@ use crate::bf16::bf16_to_f32;
 use crate::quant::{e2m1_to_f32, e4m3_to_f32, e8m0_to_f32, int4_value};
 use format::{Dense, Format, Fp4Code, Fp8, Int4Code, Nib4};
 use rayon::prelude::*;
-use tile::{Kernel, Tile};
+use tile::{Kernel, OutWin, Tile};
 
 pub use q8::{ComputeMode, int8_supported, matmul_mode, matmul_q8};
 
@@ -78,9 +84,6 @@ pub const DECODE_MAX_ROWS: usize = 8;
 const PREFILL_ROWS: usize = 64;
 /// Largest number of weight rows per task.
 const MAX_TILE: usize = 64;
-/// Target size of the multi-row staging buffer, in floats (32 MiB; tiny in tests so that they cover
-/// chunking).
-const STAGING_FLOATS: usize = if cfg!(test) { 4096 } else { 8 << 20 };
 
 /// Borrowed weight matrix `[out_dim, in_dim]`, row-major.
 ///
@@ -156,12 +159,30 @@ pub(crate) trait Weight: Copy + Send + Sync {
     /// Requires AVX2; `p` must be valid for reading 8 elements.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
+    /// Loads 16 consecutive elements as f32.
+    ///
+    /// # Safety
+    /// Requires AVX-512F; `p` must be valid for reading 16 elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
 }
 
 impl Weight for u16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         crate::bf16::bf16_to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const u16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 32 readable bytes at p.
+        let h = unsafe { _mm256_loadu_si256(p.cast()) };
+        // bf16 -> f32 as in `load8`, 16 lanes.
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -180,6 +201,14 @@ impl Weight for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const f32) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller guarantees 16 readable floats at p.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -426,68 +455,58 @@ fn run_with<F: Format, K: Kernel>(
         return;
     }
     let threads = rayon::current_num_threads();
-    let task = |s0: usize, s_len: usize, o0: usize, c: &mut [f32]| {
-        k.tile(
-            Tile {
-                x,
-                w,
-                in_dim,
-                s0,
-                s_len,
-                o0,
-            },
-            c,
-        )
+    let task = |s0: usize, s_len: usize, o0: usize, c: OutWin| {
+        let t = Tile {
+            x,
+            w,
+            in_dim,
+            s0,
+            s_len,
+            o0,
+        };
+        // SAFETY: every caller below passes a window of `y` that is in bounds and disjoint from
+        // the windows of all other tasks.
+        unsafe { k.tile(t, c) }
     };
     if rows == 1 {
-        // A single row's tiles are contiguous pieces of y: write in place.
+        // A single row's tiles are contiguous pieces of y.
         let tile = tile_rows(out_dim, 1, threads);
-        y.par_chunks_mut(tile)
-            .enumerate()
-            .for_each(|(t, c)| task(0, 1, t * tile, c));
+        y.par_chunks_mut(tile).enumerate().for_each(|(t, c)| {
+            let win = OutWin {
+                ptr: c.as_mut_ptr(),
+                ld: out_dim,
+                o_len: c.len(),
+            };
+            task(0, 1, t * tile, win)
+        });
         return;
     }
-    // Several rows: a task's tile (its input rows x its weight rows) is not contiguous in y, so
-    // tasks write into a staging buffer laid out [row block][weight tile][row in block][weight row
-    // in tile], where each task's region is contiguous, and whole tile rows are then copied into y.
-    // Rows are processed in chunks of whole row blocks so that the staging buffer stays around 32
-    // MiB at most.
+    // Several rows: a task's tile (its input rows x its weight rows) is a window of y that is not
+    // contiguous; each task writes its window in place through a raw pointer (the windows tile y
+    // without overlap), which saves a staging buffer and a copy of the whole output.
     let block = if rows <= DECODE_MAX_ROWS {
         rows
     } else {
         PREFILL_ROWS
     };
-    let chunk_rows = ((STAGING_FLOATS / out_dim).max(1).div_ceil(block) * block).min(rows);
-    let tile = tile_rows(out_dim, chunk_rows.div_ceil(block), threads);
-    let mut staging = vec![0.0f32; chunk_rows * out_dim];
-    for (ci, y_chunk) in y.chunks_mut(chunk_rows * out_dim).enumerate() {
-        let c0 = ci * chunk_rows;
-        let c_rows = y_chunk.len() / out_dim;
-        let staging = &mut staging[..c_rows * out_dim];
-        let mut tasks = Vec::new();
-        for (b, region) in staging.chunks_mut(block * out_dim).enumerate() {
-            let s_len = region.len() / out_dim;
-            for (t, c) in region.chunks_mut(tile * s_len).enumerate() {
-                tasks.push((c0 + b * block, s_len, t * tile, c));
-            }
-        }
-        tasks
-            .into_par_iter()
-            .for_each(|(s0, s_len, o0, c)| task(s0, s_len, o0, c));
-        let staging = &*staging;
-        y_chunk
-            .par_chunks_mut(out_dim)
-            .enumerate()
-            .for_each(|(s, y_row)| {
-                let (b, s_in) = (s / block, s % block);
-                let s_len = block.min(c_rows - b * block);
-                let region = &staging[b * block * out_dim..][..s_len * out_dim];
-                for (t, y_piece) in y_row.chunks_mut(tile).enumerate() {
-                    let o_len = y_piece.len();
-                    y_piece.copy_from_slice(&region[t * tile * s_len + s_in * o_len..][..o_len]);
-                }
-            });
-    }
+    let row_blocks = rows.div_ceil(block);
+    let tile = tile_rows(out_dim, row_blocks, threads);
+    let tiles = out_dim.div_ceil(tile);
+    let y_win = OutWin {
+        ptr: y.as_mut_ptr(),
+        ld: out_dim,
+        o_len: out_dim,
+    };
+    (0..row_blocks * tiles).into_par_iter().for_each(|j| {
+        let (b, t) = (j / tiles, j % tiles);
+        let (s0, o0) = (b * block, t * tile);
+        let s_len = block.min(rows - s0);
+        // SAFETY: s0 < rows and o0 < out_dim, so the offset is inside y (checked shapes).
+        let win = unsafe { y_win.sub(s0, o0, tile.min(out_dim - o0)) };
+        // Task j owns rows s0..s0 + s_len x columns o0..o0 + o_len of y; distinct j give
+        // disjoint windows, and `y` stays mutably borrowed (unused) until all tasks are done.
+        task(s0, s_len, o0, win)
+    });
 }
 
 #[cfg(test)]

@@ -33,6 +33,22 @@ pub(super) trait Seg: Copy + Send + Sync {
         w: [Self; W],
         x: [&[f32]; R],
     ) -> [[f32; R]; W];
+
+    /// The format's block kernel for AVX-512 machines, bit-identical to [`Seg::block_avx2`]
+    /// (which it is unless overridden).
+    ///
+    /// # Safety
+    /// Requires AVX-512F, AVX2, FMA and F16C; only called (inlined) from `#[target_feature]` code
+    /// with those features. Implementations must be `#[inline(always)]`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn block_avx512<const W: usize, const R: usize>(
+        w: [Self; W],
+        x: [&[f32]; R],
+    ) -> [[f32; R]; W] {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::block_avx2(w, x) }
+    }
 }
 
 /// A borrowed weight matrix `[out_dim, in_dim]`.
@@ -44,6 +60,9 @@ pub(super) trait Format: Copy + Send + Sync {
     /// rows share each input load, but decoding needs registers too: FP8 uses 2 (with 4 its
     /// accumulators spill), the others 4.
     const SINGLE_ROW_GROUP: usize;
+
+    /// Whether this is a dense (bf16 / f32) matrix.
+    const DENSE: bool = false;
 
     /// Row `o`, columns `off..off + len`. `off` is a multiple of [`super::KC`].
     fn seg(self, o: usize, off: usize, len: usize) -> Self::Seg;
@@ -59,6 +78,7 @@ pub(super) struct Dense<'a, E> {
 impl<'a, E: Weight> Format for Dense<'a, E> {
     type Seg = &'a [E];
     const SINGLE_ROW_GROUP: usize = 4;
+    const DENSE: bool = true;
 
     #[inline(always)]
     fn seg(self, o: usize, off: usize, len: usize) -> &'a [E] {
@@ -85,6 +105,16 @@ impl<E: Weight> Seg for &[E] {
     ) -> [[f32; R]; W] {
         // SAFETY: forwarded from the caller.
         unsafe { super::x86::block(w, x) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn block_avx512<const W: usize, const R: usize>(
+        w: [Self; W],
+        x: [&[f32]; R],
+    ) -> [[f32; R]; W] {
+        // SAFETY: forwarded from the caller.
+        unsafe { super::x86::block512(w, x) }
     }
 }
 

@@ -2,14 +2,26 @@ use super::*;
 use crate::bf16::f32_to_bf16;
 use crate::test_util::Rng;
 
-/// All backends available on this machine (the scalar one always is).
+/// All backends available on this machine (the scalar one always is; on an AVX-512 machine also
+/// the AVX2 kernels alone).
 pub(super) fn backends() -> Vec<Backend> {
     let mut b = vec![Backend::Scalar];
     let detected = Backend::detect();
     if detected != Backend::Scalar {
         b.push(detected);
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Backend::Avx2Fma(k) = detected
+        && k.has_avx512()
+    {
+        b.push(Backend::Avx2Fma(k.without_avx512()));
+    }
     b
+}
+
+/// A value from `[-1, 1)` times `2^-30..2^30`, so that any change of the summation order shows.
+fn spread(rng: &mut Rng) -> f32 {
+    rng.uniform() * 2f32.powi(rng.below(61) as i32 - 30)
 }
 
 struct Case {
@@ -202,4 +214,117 @@ fn inconsistent_weight_length_panics() {
 fn inconsistent_output_length_panics() {
     let mut y = vec![0.0; 3];
     matmul(&[0.0; 4], 1, 4, WeightsRef::Bf16(&[0; 8]), 2, &mut y);
+}
+
+#[test]
+fn avx512_and_avx2_kernels_are_bit_identical() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let Backend::Avx2Fma(k) = Backend::detect() else {
+            return;
+        };
+        if !k.has_avx512() {
+            eprintln!("no AVX-512 on this machine: nothing to compare");
+            return;
+        }
+        let (wide, narrow) = (Backend::Avx2Fma(k), Backend::Avx2Fma(k.without_avx512()));
+        let mut rng = Rng::new(11);
+        let out_dim = 67;
+        for &in_dim in &[1usize, 7, 8, 15, 16, 24, 33, 128, 515, 2 * KC + 25] {
+            for &rows in &[1usize, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 70] {
+                let mut x: Vec<f32> = (0..rows * in_dim).map(|_| spread(&mut rng)).collect();
+                if rows > 1 && in_dim > 8 {
+                    // Specials in row 1 only.
+                    x[in_dim + 3] = f32::INFINITY;
+                    x[in_dim + 5] = f32::NAN;
+                    x[in_dim + 8] = f32::NEG_INFINITY;
+                }
+                let w_f32: Vec<f32> = (0..out_dim * in_dim).map(|_| spread(&mut rng)).collect();
+                let w_bf16: Vec<u16> = w_f32.iter().map(|&v| f32_to_bf16(v)).collect();
+                for w in [WeightsRef::Bf16(&w_bf16), WeightsRef::F32(&w_f32)] {
+                    let run = |b: Backend| {
+                        let mut y = vec![0.0; rows * out_dim];
+                        matmul_with(b, &x, rows, in_dim, w, out_dim, &mut y);
+                        // NaN payloads are not specified (the compiler may commute additions).
+                        let y: Vec<f32> = y
+                            .iter()
+                            .map(|&v| if v.is_nan() { f32::NAN } else { v })
+                            .collect();
+                        bits(&y)
+                    };
+                    assert_eq!(run(wide), run(narrow), "rows {rows} in_dim {in_dim}");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn transposed_block_sums_equal_single_horizontal_sums() {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// Requires AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn check<const W: usize, const R: usize>(rng: &mut Rng) {
+        for round in 0..300 {
+            let mut vals = [[[[0.0f32; 8]; R]; W]; 2];
+            for v in vals.iter_mut().flatten().flatten().flatten() {
+                *v = spread(rng);
+                if round % 10 == 0 {
+                    match rng.below(40) {
+                        0 => *v = f32::INFINITY,
+                        1 => *v = f32::NEG_INFINITY,
+                        2 => *v = f32::from_bits(0x7FC0_0000 | rng.below(1 << 22) as u32),
+                        3 => *v = f32::from_bits(0xFFC0_0000 | rng.below(1 << 22) as u32),
+                        _ => {}
+                    }
+                }
+            }
+            let mut acc0 = [[_mm256_setzero_ps(); R]; W];
+            let mut acc1 = [[_mm256_setzero_ps(); R]; W];
+            for a in 0..W {
+                for r in 0..R {
+                    // SAFETY: 8 floats each.
+                    unsafe {
+                        acc0[a][r] = _mm256_loadu_ps(vals[0][a][r].as_ptr());
+                        acc1[a][r] = _mm256_loadu_ps(vals[1][a][r].as_ptr());
+                    }
+                }
+            }
+            // SAFETY: the target features are enabled here.
+            let got = unsafe { x86::block_sums(&acc0, &acc1) };
+            for a in 0..W {
+                for r in 0..R {
+                    // SAFETY: as above.
+                    let want = unsafe { x86::hsum(_mm256_add_ps(acc0[a][r], acc1[a][r])) };
+                    // NaN payloads are not specified (Rust lets the compiler commute additions).
+                    let same = got[a][r].to_bits() == want.to_bits()
+                        || (got[a][r].is_nan() && want.is_nan());
+                    assert!(same, "{W}x{R} dot {a},{r}: {} vs {want}", got[a][r]);
+                }
+            }
+        }
+    }
+
+    if Backend::detect() == Backend::Scalar {
+        return;
+    }
+    let mut rng = Rng::new(12);
+    // SAFETY: AVX2 and FMA were detected.
+    unsafe {
+        check::<1, 1>(&mut rng);
+        check::<2, 1>(&mut rng);
+        check::<3, 1>(&mut rng);
+        check::<4, 1>(&mut rng);
+        check::<1, 2>(&mut rng);
+        check::<2, 2>(&mut rng);
+        check::<1, 3>(&mut rng);
+        check::<2, 3>(&mut rng);
+        check::<2, 4>(&mut rng);
+        check::<2, 5>(&mut rng);
+        check::<1, 7>(&mut rng);
+        check::<2, 8>(&mut rng);
+    }
 }

@@ -22,19 +22,31 @@ pub(super) struct Tile<'a, F> {
 /// A block kernel: the canonical per-block dot products for a fixed `W x R` group of weight and
 /// input rows.
 pub(super) trait Kernel: Copy + Send + Sync {
+    /// Input rows per group in the multi-row schedules for format `F` (3 or 4; 3 fits the 16 ymm
+    /// registers of AVX2). Only the grouping depends on it, not the arithmetic.
+    #[inline(always)]
+    fn rows<F: Format>() -> usize {
+        3
+    }
+
     /// `out[a][r] = dot(w[a], x[r])` over one `i`-block (all segments and slices of one common
-    /// length, at most `KC`). Supported shapes: `W <= 4` with `R = 1`, and `W <= 2` with `R <= 3`.
+    /// length, at most `KC`). Supported shapes: `W <= 4` with `R = 1`, and `W <= 2` with
+    /// `R <= rows()`.
     fn block<S: Seg, const W: usize, const R: usize>(
         self,
         w: [S; W],
         x: [&[f32]; R],
     ) -> [[f32; R]; W];
 
-    /// Computes a tile into `c` (laid out `[s - s0][o - o0]`, `c.len() / s_len` weight rows).
-    /// Backends override this to compile the tile loops, with the kernel inlined, under their
-    /// target features.
-    fn tile<F: Format>(self, t: Tile<'_, F>, c: &mut [f32]) {
-        compute(self, t, c)
+    /// Computes a tile into its output window `c`. Backends override this to compile the tile
+    /// loops, with the kernel inlined, under their target features.
+    ///
+    /// # Safety
+    /// `c` must describe a window of the output that is valid for writes and that no other thread
+    /// accesses during the call (see [`OutWin`]).
+    unsafe fn tile<F: Format>(self, t: Tile<'_, F>, c: OutWin) {
+        // SAFETY: forwarded from the caller.
+        unsafe { compute(self, t, c) }
     }
 }
 
@@ -70,21 +82,54 @@ impl<F: Format> WRows<F> {
     }
 }
 
-/// A task's output, laid out `[input row][weight row]` with `o_len` weight rows.
-struct Out<'a> {
-    c: &'a mut [f32],
-    o_len: usize,
+/// A task's output window in `y`: element `[s - s0][o - o0]` of the tile (for `s_len` input rows
+/// and `o_len` weight rows) is at `ptr + (s - s0) * ld + (o - o0)`.
+///
+/// Tasks write straight into their disjoint windows of `y` (no staging copy); a raw pointer
+/// because a window of several rows is not one contiguous slice.
+#[derive(Clone, Copy)]
+pub(super) struct OutWin {
+    pub ptr: *mut f32,
+    /// Row stride (`out_dim`).
+    pub ld: usize,
+    /// Weight rows in the tile.
+    pub o_len: usize,
 }
+
+impl OutWin {
+    /// The window of `o_len` columns from `[s, o]` on.
+    ///
+    /// # Safety
+    /// `[s, o]` must lie inside the window.
+    #[inline(always)]
+    pub(super) unsafe fn sub(self, s: usize, o: usize, o_len: usize) -> OutWin {
+        OutWin {
+            // SAFETY: forwarded from the caller.
+            ptr: unsafe { self.ptr.add(s * self.ld + o) },
+            ld: self.ld,
+            o_len,
+        }
+    }
+}
+
+// SAFETY: an `OutWin` is only a description of a window; `run_with` hands disjoint windows of one
+// `&mut` output to concurrent tasks, and nothing else accesses them meanwhile.
+unsafe impl Send for OutWin {}
+unsafe impl Sync for OutWin {}
 
 /// The tile loops. Always inlined so that a backend's `tile` can compile them with its target
 /// features.
+///
+/// # Safety
+/// As [`Kernel::tile`].
 #[inline(always)]
-pub(super) fn compute<F: Format, K: Kernel>(k: K, t: Tile<'_, F>, c: &mut [f32]) {
-    let o_len = c.len() / t.s_len;
-    let out = &mut Out { c, o_len };
+pub(super) unsafe fn compute<F: Format, K: Kernel>(k: K, t: Tile<'_, F>, c: OutWin) {
+    let o_len = c.o_len;
+    let out = c;
     let x_tile = &t.x[t.s0 * t.in_dim..][..t.s_len * t.in_dim];
     let block = |kb: usize| (kb * KC, KC.min(t.in_dim - kb * KC));
     let k_blocks = t.in_dim.div_ceil(KC);
+    let rows = K::rows::<F>();
     if t.s_len <= DECODE_MAX_ROWS {
         // Decode: each group of weight rows is streamed front to back once; per i-block it serves
         // all input rows while it is in L1.
@@ -105,8 +150,8 @@ pub(super) fn compute<F: Format, K: Kernel>(k: K, t: Tile<'_, F>, c: &mut [f32])
                     off,
                     len,
                 };
-                for sg in (0..t.s_len).step_by(3) {
-                    group(k, w, x, out, og, wn, sg, 3.min(t.s_len - sg), kb);
+                for sg in (0..t.s_len).step_by(rows) {
+                    group(k, w, x, out, og, wn, sg, rows.min(t.s_len - sg), kb);
                 }
             }
         }
@@ -128,8 +173,8 @@ pub(super) fn compute<F: Format, K: Kernel>(k: K, t: Tile<'_, F>, c: &mut [f32])
                 off,
                 len,
             };
-            for sg in (0..t.s_len).step_by(3) {
-                let rn = 3.min(t.s_len - sg);
+            for sg in (0..t.s_len).step_by(rows) {
+                let rn = rows.min(t.s_len - sg);
                 for og in (0..o_len).step_by(2) {
                     group(k, w, x, out, og, 2.min(o_len - og), sg, rn, kb);
                 }
@@ -146,7 +191,7 @@ fn group<F: Format, K: Kernel>(
     k: K,
     w: WRows<F>,
     x: Rows<'_>,
-    out: &mut Out<'_>,
+    out: OutWin,
     og: usize,
     wn: usize,
     sg: usize,
@@ -154,6 +199,8 @@ fn group<F: Format, K: Kernel>(
     kb: usize,
 ) {
     match (wn, rn) {
+        (2, 4) => fixed::<F, K, 2, 4>(k, w, x, out, og, sg, kb),
+        (1, 4) => fixed::<F, K, 1, 4>(k, w, x, out, og, sg, kb),
         (2, 3) => fixed::<F, K, 2, 3>(k, w, x, out, og, sg, kb),
         (4, 1) => fixed::<F, K, 4, 1>(k, w, x, out, og, sg, kb),
         (2, 2) => fixed::<F, K, 2, 2>(k, w, x, out, og, sg, kb),
@@ -171,7 +218,7 @@ fn fixed<F: Format, K: Kernel, const W: usize, const R: usize>(
     k: K,
     w: WRows<F>,
     x: Rows<'_>,
-    out: &mut Out<'_>,
+    out: OutWin,
     og: usize,
     sg: usize,
     kb: usize,
@@ -189,7 +236,10 @@ fn fixed<F: Format, K: Kernel, const W: usize, const R: usize>(
     let sums = k.block::<F::Seg, W, R>(ws, xs);
     for (a, sums) in sums.iter().enumerate() {
         for (r, &sum) in sums.iter().enumerate() {
-            let dst = &mut out.c[(sg + r) * out.o_len + og + a];
+            debug_assert!(og + a < out.o_len);
+            // SAFETY: og + a < o_len and sg + r < s_len, inside the window the caller of
+            // `compute` guarantees exclusive access to.
+            let dst = unsafe { &mut *out.ptr.add((sg + r) * out.ld + og + a) };
             // Block sums are added in block order; the first one initialises the output.
             *dst = if kb == 0 { sum } else { *dst + sum };
         }

@@ -40,7 +40,7 @@
 //! the single-thread FP8 GEMV throughput).
 
 use super::format::Seg;
-use super::x86::hsum;
+use super::x86::block_sums;
 use super::x86_decode::{FAST, Factors, MID, SLOW, SimdSeg};
 use std::arch::x86_64::*;
 
@@ -173,15 +173,13 @@ pub(super) unsafe fn block<S: SimdSeg, const W: usize, const R: usize>(
                 i += 8;
             }
         }
-        let mut out = [[0.0; R]; W];
+        let mut out = block_sums(&acc0, &acc1);
         for a in 0..W {
             for r in 0..R {
-                let mut s = hsum(_mm256_add_ps(acc0[a][r], acc1[a][r]));
                 // Scalar tail (< 8 elements), one by one.
                 for (k, &xk) in x[r].iter().enumerate().take(n).skip(i) {
-                    s += w[a].get(k) * xk;
+                    out[a][r] += w[a].get(k) * xk;
                 }
-                out[a][r] = s;
             }
         }
         out
