@@ -2,6 +2,7 @@
 //! incremental caches, and sampling. Module and weight names mirror the checkpoint
 //! (`layers.{i}.attn.wq_a`, …); see `docs/ARCHITECTURE.md` for the map.
 
+pub mod alloc;
 pub mod attention;
 pub mod cache;
 pub mod cache_codec;

@@ -415,6 +415,8 @@ impl Model {
                 .iter()
                 .map(|s| all[s.row * v..(s.row + s.len) * v].to_vec())
                 .collect(),
+            // One sequence: its row is the whole buffer (no copy).
+            Logits::Last if spans.len() == 1 => vec![all],
             Logits::Last => all.chunks_exact(v).map(<[f32]>::to_vec).collect(),
             Logits::None => unreachable!("returned above"),
         };

@@ -133,6 +133,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    v4_engine::alloc::keep_freed_memory();
     rayon::ThreadPoolBuilder::new()
         .num_threads(cli.threads)
         .build_global()

@@ -138,6 +138,7 @@ pub async fn start(
         subject::sanitize_token(&config.instance_name),
         v4_bus::short_token()
     );
+    v4_engine::alloc::keep_freed_memory();
     let cfg = &model.model.cfg;
     let max_context = config
         .max_context
