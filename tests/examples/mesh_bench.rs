@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! source scripts/services.sh     # a NATS server (V4_TEST_NATS_URL), unless --in-process
-//! cargo run --release -p v4-e2e --example mesh_bench -- [--in-process] [--requests 20] [--tokens 32]
+//! cargo run --release -p v4-e2e --example mesh_bench -- [--in-process] [--requests 20] [--tokens 32] [--model DIR]
 //! ```
 //!
 //! 1. The engine in process on the same model and prompt: prefill + first token (time to first
@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use v4_e2e::{MODEL_ID, Stack, StackOptions, real_vocab_model};
+use v4_e2e::{MODEL_ID, Stack, StackOptions};
 use v4_engine::model::Logits;
 use v4_engine::sampling::argmax;
 use v4_protocol::tokenizer::{EncodeChatRequest, ThinkingMode};
 
 struct Args {
+    model: Option<std::path::PathBuf>,
     in_process: bool,
     requests: usize,
     tokens: usize,
@@ -32,6 +33,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
+        model: None,
         in_process: false,
         requests: 20,
         tokens: 32,
@@ -42,6 +44,7 @@ fn args() -> Args {
         let mut num = || it.next().and_then(|v| v.parse().ok()).expect("a number");
         match x.as_str() {
             "--in-process" => a.in_process = true,
+            "--model" => a.model = it.next().map(Into::into),
             "--requests" => a.requests = num(),
             "--tokens" => a.tokens = num(),
             "--concurrency" => a.concurrency = num(),
@@ -135,12 +138,14 @@ async fn main() {
     let stack = if a.in_process {
         Stack::start_in_process(StackOptions {
             max_batch: a.concurrency.max(1),
+            model: a.model.clone(),
             ..StackOptions::default()
         })
         .await
     } else {
         Stack::start(StackOptions {
             max_batch: a.concurrency.max(1),
+            model: a.model.clone(),
             ..StackOptions::default()
         })
         .await
@@ -157,7 +162,7 @@ async fn main() {
     let prompt = enc.token_ids.as_slice().to_vec();
 
     // 1. The engine in process.
-    let model = real_vocab_model();
+    let model = stack.model.clone();
     let (n, steps) = (a.requests, a.tokens);
     let (engine_ttft, engine_itl) = tokio::task::spawn_blocking(move || {
         let m = &model.model;

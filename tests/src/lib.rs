@@ -97,6 +97,8 @@ pub struct StackOptions {
     pub prefill_workers: usize,
     pub max_batch: usize,
     pub heartbeat: Duration,
+    /// Serve this checkpoint instead of the generated real-vocabulary model.
+    pub model: Option<PathBuf>,
 }
 
 impl Default for StackOptions {
@@ -106,6 +108,7 @@ impl Default for StackOptions {
             prefill_workers: 0,
             max_batch: 8,
             heartbeat: Duration::from_millis(250),
+            model: None,
         }
     }
 }
@@ -118,6 +121,8 @@ pub struct Stack {
     pub decode: Vec<WorkerHandle>,
     pub prefill: Vec<WorkerHandle>,
     pub gateway: v4_gateway::GatewayHandle,
+    /// The model the workers serve.
+    pub model: WorkerModel,
     scheduler: v4_scheduler::SchedulerHandle,
     tokenizer: ServiceHandle,
 }
@@ -134,7 +139,10 @@ impl Stack {
     }
 
     pub async fn start_on(bus: Bus, opts: StackOptions) -> Stack {
-        let model = real_vocab_model();
+        let model = match &opts.model {
+            Some(dir) => WorkerModel::load(dir).expect("load the model"),
+            None => real_vocab_model(),
+        };
         let tokenizer = TokenizerService::new(official_tokenizer(), ServiceOptions::default())
             .serve(&bus)
             .await
@@ -194,6 +202,7 @@ impl Stack {
             decode,
             prefill,
             gateway,
+            model,
             scheduler,
             tokenizer,
         }
