@@ -36,6 +36,7 @@ mod ids;
 mod inproc;
 mod json;
 mod message;
+mod signal;
 pub mod subject;
 mod transfer;
 
@@ -51,6 +52,7 @@ pub use ids::{short_token, unique_token};
 pub use inproc::InProcBus;
 pub use json::{RequestContext, Server};
 pub use message::{Message, Subscription};
+pub use signal::shutdown_signal;
 pub use v4_protocol::{PayloadTooLarge, ServiceError, SizeBudget};
 
 use message::SubInner;

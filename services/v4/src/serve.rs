@@ -245,7 +245,9 @@ async fn serve_async(a: &ServeSettings) -> Result<()> {
         gateway.local_addr()
     );
     eprintln!("v4 serve: gateway config: {}", gw.summary());
-    shutdown_signal().await?;
+    v4_bus::shutdown_signal()
+        .await
+        .context("installing the signal handlers")?;
     eprintln!("v4 serve: draining");
     gateway.stop(true).await;
     for w in workers {
@@ -255,13 +257,4 @@ async fn serve_async(a: &ServeSettings) -> Result<()> {
     tok_handle.drain().await;
     eprintln!("v4 serve: stopped");
     Ok(())
-}
-
-async fn shutdown_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => Ok(()),
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),
-    }
 }

@@ -97,26 +97,6 @@ impl Args {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() -> Result<&'static str> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            r = tokio::signal::ctrl_c() => r.map(|_| "SIGINT").context("waiting for Ctrl-C"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -157,7 +137,9 @@ async fn main() -> Result<()> {
             .map(|n| format!(", namespace {n}"))
             .unwrap_or_default(),
     );
-    let signal = shutdown_signal().await?;
+    let signal = v4_bus::shutdown_signal()
+        .await
+        .context("installing the signal handlers")?;
     eprintln!("v4-gateway: {signal}: stopping gracefully");
     gateway.stop(true).await;
     bus.flush().await.context("flushing the last messages")?;

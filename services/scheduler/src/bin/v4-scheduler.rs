@@ -50,13 +50,10 @@ async fn main() -> Result<()> {
         bus = bus.with_namespace(ns).context("namespace")?;
     }
     let handle = v4_scheduler::start(s.to_config(), bus.clone()).await?;
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    eprintln!("v4-scheduler: draining");
+    let signal = v4_bus::shutdown_signal()
+        .await
+        .context("installing the signal handlers")?;
+    eprintln!("v4-scheduler: {signal}: draining");
     handle.drain().await;
     bus.flush().await.ok();
     Ok(())

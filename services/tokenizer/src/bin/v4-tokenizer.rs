@@ -80,26 +80,6 @@ impl Args {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() -> Result<&'static str> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            r = tokio::signal::ctrl_c() => r.map(|_| "SIGINT").context("waiting for Ctrl-C"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -136,7 +116,9 @@ async fn main() -> Result<()> {
         settings.nats_url,
         service.tokenizer().sha256_hex()
     );
-    let signal = shutdown_signal().await?;
+    let signal = v4_bus::shutdown_signal()
+        .await
+        .context("installing the signal handlers")?;
     eprintln!("v4-tokenizer: {signal}: draining");
     let timeout = Duration::from_secs(settings.drain_timeout_secs);
     if tokio::time::timeout(timeout, handle.drain()).await.is_err() {

@@ -50,15 +50,6 @@ struct Args {
     threads: Option<usize>,
 }
 
-async fn shutdown_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => Ok("SIGTERM"),
-        r = tokio::signal::ctrl_c() => r.map(|_| "SIGINT").context("waiting for Ctrl-C"),
-    }
-}
-
 fn settings(a: &Args) -> Result<WorkerSettings> {
     let mut l = Layers::from_process(v4_config::config_path(a.config.as_deref()));
     l.flag("nats_url", a.nats_url.as_ref())
@@ -110,7 +101,9 @@ async fn main() -> Result<()> {
         handle.instance(),
         s.model_id
     );
-    let signal = shutdown_signal().await?;
+    let signal = v4_bus::shutdown_signal()
+        .await
+        .context("installing the signal handlers")?;
     eprintln!("v4-worker: {signal}: draining");
     handle.drain(Duration::from_secs(s.drain_secs)).await;
     eprintln!("v4-worker: drained, exiting");
